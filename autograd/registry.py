@@ -1,0 +1,201 @@
+"""The op registry: one entry per op, everything else generated from it.
+
+An `Op` holds the forward function, the gradient rule in the seed's signature
+``(tensor, grad) -> tuple of parent grads``, the shape rule, the attributes
+with their JSON Schema, which args may be number literals, what the rule
+reads back from the forward pass, and a one-line formula for each direction.
+The Tensor methods, the service's `/v1/ops`, the client's builder and the
+parametrised tests all read `OPS`.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from .errors import BadAttribute
+
+DTYPES = ("float32", "float64")
+REQUIRED = object()
+
+
+# ---- attribute kinds: how a value is checked, and its JSON Schema -----------------------
+
+def _is_bool(v) -> bool:
+    return isinstance(v, (bool, np.bool_))
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, numbers.Integral) and not _is_bool(v)
+
+
+def is_number(v) -> bool:
+    """A number literal that may stand in an op's args (never a bool)."""
+    return isinstance(v, numbers.Real) and not _is_bool(v)
+
+
+def _int(v):
+    if not _is_int(v):
+        raise TypeError("an integer")
+    return int(v)
+
+
+def _number(v):
+    if not isinstance(v, numbers.Real) or _is_bool(v):
+        raise TypeError("a number")
+    if not math.isfinite(v):
+        raise TypeError("a finite number")
+    return int(v) if _is_int(v) else float(v)
+
+
+def _bool(v):
+    if not _is_bool(v):
+        raise TypeError("true or false")
+    return bool(v)
+
+
+def _ints(v):
+    if not isinstance(v, (list, tuple)) or not all(_is_int(a) for a in v):
+        raise TypeError("a list of integers")
+    return tuple(int(a) for a in v)
+
+
+def _axes(v):
+    return None if v is None else _int(v) if _is_int(v) else _ints(v)
+
+
+def _perm(v):
+    return None if v is None else _ints(v)
+
+
+_INT = {"type": "integer"}
+_INTS = {"type": "array", "items": _INT, "maxItems": 64}
+KINDS: dict[str, tuple[Callable[[Any], Any], dict]] = {
+    "number": (_number, {"type": "number"}),
+    "int": (_int, _INT),
+    "bool": (_bool, {"type": "boolean"}),
+    "shape": (_ints, _INTS),
+    "axes": (_axes, {"anyOf": [_INT, _INTS, {"type": "null"}]}),
+    "perm": (_perm, {"anyOf": [_INTS, {"type": "null"}]}),
+}
+_EXPECTS = {"number": "a finite number", "int": "an integer", "bool": "true or false",
+            "shape": "a list of integers", "axes": "an integer, a list of integers or null",
+            "perm": "a list of integers or null"}
+
+
+@dataclass(frozen=True)
+class Attr:
+    name: str
+    kind: str
+    default: Any = REQUIRED
+    doc: str = ""
+
+    @property
+    def required(self) -> bool:
+        return self.default is REQUIRED
+
+    def schema(self) -> dict:
+        schema = dict(KINDS[self.kind][1], description=self.doc)
+        if not self.required:
+            d = self.default
+            schema["default"] = list(d) if isinstance(d, tuple) else d
+        return schema
+
+
+# ---- ops --------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Op:
+    name: str
+    arity: int
+    forward: Callable                # (*arrays, **attrs) -> array
+    grad: Callable                   # (tensor, g) -> tuple aligned with the args; None = not needed
+    shape: Callable                  # (*shapes, **attrs) -> shape; raises ShapeMismatch
+    doc: str                         # forward formula, one line
+    grad_doc: str                    # gradient formula, one line
+    attrs: tuple[Attr, ...] = ()
+    numbers: tuple[int, ...] = ()    # arg positions that may be number literals
+    saves: str = ""                  # what the rule reads: "x" the args, "y" the output
+    bind: Callable | None = None     # (shapes, attrs) -> attrs normalised against the shapes
+    flops: Callable = lambda in_shapes, out, attrs: math.prod(out)  # estimate, before running
+    operator: str | None = None      # Python operator that builds it, e.g. "+"
+    dtypes: tuple[str, ...] = DTYPES
+    attr_names: frozenset = field(init=False, repr=False)
+
+    def __post_init__(self):
+        object.__setattr__(self, "attr_names", frozenset(a.name for a in self.attrs))
+
+    def check_attrs(self, given: dict | None) -> dict:
+        """Strictly typed attrs with defaults filled in; BadAttribute names the attribute."""
+        given = given or {}
+        for name in given:
+            if name not in self.attr_names:
+                allowed = ", ".join(sorted(self.attr_names)) or "none"
+                raise BadAttribute(f"{self.name} has no attribute {name!r} (allowed: {allowed})",
+                                   path=(name,))
+        out = {}
+        for a in self.attrs:
+            if a.name not in given:
+                if a.required:
+                    raise BadAttribute(f"{self.name} needs attribute {a.name!r}", path=())
+                out[a.name] = a.default
+                continue
+            try:
+                out[a.name] = KINDS[a.kind][0](given[a.name])
+            except TypeError:
+                raise BadAttribute(f"attribute {a.name!r} must be {_EXPECTS[a.kind]}",
+                                   path=(a.name,)) from None
+        return out
+
+    def split_call(self, args: tuple, attrs: dict) -> tuple[tuple, dict]:
+        """Call arguments to (operands, attrs): x.sum(0, True) is sum(x, axis=0, keepdims=True)."""
+        operands, extra = args[: self.arity], args[self.arity:]
+        if len(extra) > len(self.attrs):
+            raise TypeError(f"{self.name}() takes {self.arity} operand(s) and attributes "
+                            f"{[a.name for a in self.attrs]}, got {len(args)} positional arguments")
+        attrs = dict(attrs)
+        for a, value in zip(self.attrs, extra, strict=False):
+            if a.name in attrs:
+                raise TypeError(f"{self.name}() got attribute {a.name!r} twice")
+            attrs[a.name] = value
+        return operands, attrs
+
+    def describe(self) -> dict:
+        """The JSON description served by GET /v1/ops."""
+        return {
+            "name": self.name,
+            "arity": self.arity,
+            "numbers": list(self.numbers),
+            "attrs": {a.name: a.schema() for a in self.attrs},
+            "required_attrs": [a.name for a in self.attrs if a.required],
+            "forward": self.doc,
+            "gradient": self.grad_doc,
+            "operator": self.operator,
+            "dtypes": list(self.dtypes),
+        }
+
+
+OPS: dict[str, Op] = {}
+
+# Python operators and the dunder methods that build an op with them (Tensor, client builder).
+PYTHON_OPERATORS = {
+    "+": ("__add__", "__radd__"),
+    "-": ("__sub__", "__rsub__"),
+    "*": ("__mul__", "__rmul__"),
+    "@": ("__matmul__", "__rmatmul__"),
+    "**": ("__pow__", None),      # x ** number: the exponent is an attribute
+    "-x": ("__neg__", None),
+}
+
+
+def defop(name: str, arity: int, forward, grad, shape, doc: str, grad_doc: str, **kw) -> Op:
+    """Register one op. The registry is filled at import and read-only after."""
+    if name in OPS:
+        raise ValueError(f"op {name!r} defined twice")
+    OPS[name] = op = Op(name, arity, forward, grad, shape, doc, grad_doc, **kw)
+    return op

@@ -1,0 +1,282 @@
+"""The Tensor, eager op application, and the one reverse-mode sweep.
+
+A Tensor holds its data, its gradient, the op that made it and its parents,
+as in the seed. Its kind is INPUT (needs no gradient), PARAMETER (needs one)
+or INTERMEDIATE (needs one when any parent does). Every op of the registry
+is a method, the Python operators build the ops that declare them, and
+`backward` runs `backprop`, which the graph runner shares.
+"""
+
+from __future__ import annotations
+
+import enum
+import time
+from collections.abc import Callable, Iterable, Sequence
+
+import numpy as np
+
+from . import ops as _ops  # noqa: F401  (fills the registry)
+from .errors import (
+    ArityError,
+    AutogradError,
+    BadTensor,
+    DeadlineExceeded,
+    DtypeMismatch,
+    SeedRequired,
+    ShapeMismatch,
+)
+from .registry import DTYPES, OPS, PYTHON_OPERATORS, Op, is_number
+from .shapes import size, unbroadcast
+
+
+class Kind(enum.Enum):
+    """The seed's TensorType."""
+
+    INPUT = "input"
+    PARAMETER = "parameter"
+    INTERMEDIATE = "intermediate"
+
+
+def as_dtype(dtype) -> np.dtype:
+    """float32 (the default, as the seed) or float64; anything else is refused."""
+    dt = np.dtype("float32" if dtype is None else dtype)
+    if dt.name not in DTYPES:
+        raise DtypeMismatch(f"dtype must be one of {list(DTYPES)}, not {dt.name!r}")
+    return dt
+
+
+class Tensor:
+    __slots__ = ("data", "grad", "parents", "op", "attrs", "needs", "requires_grad", "shape",
+                 "dtype", "name")
+    __array_ufunc__ = None  # `ndarray + Tensor` defers to Tensor.__radd__
+
+    def __init__(self, data, requires_grad: bool = False, *, dtype=None, name: str | None = None):
+        dt = as_dtype(dtype)
+        try:
+            arr = np.asarray(data, dtype=dt)
+        except (TypeError, ValueError) as e:
+            raise BadTensor(f"cannot make a {dt.name} tensor from this data: {e}") from None
+        self.data = arr
+        self.grad = None
+        self.parents = ()
+        self.op = None
+        self.attrs = {}
+        self.needs = ()
+        self.requires_grad = bool(requires_grad)
+        self.shape = arr.shape
+        self.dtype = dt
+        self.name = name
+
+    @classmethod
+    def _result(cls, data, op: Op, parents: tuple, attrs: dict, needs: tuple,
+                name: str | None = None) -> Tensor:
+        """The output of an op; `needs[i]` says whether parent i wants a gradient."""
+        t = cls.__new__(cls)
+        t.data = data
+        t.grad = None
+        t.parents = parents
+        t.op = op
+        t.attrs = attrs
+        t.needs = needs
+        t.requires_grad = True in needs
+        t.shape = data.shape
+        t.dtype = data.dtype
+        t.name = name
+        return t
+
+    def __repr__(self) -> str:
+        made = f", op={self.op.name}" if self.op else ""
+        return (f"Tensor({np.array2string(np.asarray(self.data), threshold=20)}, "
+                f"kind={self.kind.name}{made}, dtype={self.dtype.name})")
+
+    @property
+    def kind(self) -> Kind:
+        if self.op is not None:
+            return Kind.INTERMEDIATE
+        return Kind.PARAMETER if self.requires_grad else Kind.INPUT
+
+    @property
+    def size(self) -> int:
+        return size(self.shape)
+
+    @property
+    def ndim(self) -> int:
+        return len(self.shape)
+
+    def numpy(self) -> np.ndarray:
+        return np.asarray(self.data)
+
+    def item(self) -> float:
+        return np.asarray(self.data).item()
+
+    def T(self) -> Tensor:  # noqa: N802 (the seed's name)
+        """All axes reversed, as the seed's `.T`."""
+        return apply(OPS["transpose"], self)
+
+    def backward(self, gradient=None) -> None:
+        """Accumulate d(self)/d(t) into `t.grad` for every tensor that requires a gradient.
+
+        A tensor of one element needs no `gradient`; any other needs one of its
+        shape (as torch.Tensor.backward).
+        """
+        if not self.requires_grad:
+            raise AutogradError("backward() of a tensor that requires no gradient: "
+                                "nothing it depends on is a PARAMETER")
+        seed = initial_grad(self.shape, self.dtype, gradient)
+        order = toposort(self, lambda t: t.requires_grad)
+        for t, g in backprop(order, self, seed).items():
+            t.grad = g if t.grad is None else t.grad + g
+
+
+def initial_grad(shape, dtype, gradient=None, *, path: tuple = ()) -> np.ndarray:
+    """The gradient that starts a backward pass: ones for one element, else the caller's."""
+    if gradient is None:
+        if size(shape) != 1:
+            raise SeedRequired(f"a tensor of shape {shape} needs an explicit gradient (seed) "
+                               f"of that shape; only one-element tensors have an implicit one",
+                               path=path)
+        return np.ones(shape, dtype)
+    g = np.asarray(gradient.data if isinstance(gradient, Tensor) else gradient, dtype=dtype)
+    if g.shape != tuple(shape):
+        raise ShapeMismatch(f"gradient (seed) of shape {g.shape} does not match shape {shape}",
+                            path=path)
+    return g
+
+
+def constant(value, dtype) -> Tensor:
+    """A number literal as a 0-d INPUT tensor of the computation's dtype."""
+    return Tensor(value, dtype=dtype)
+
+
+def apply(op: Op, *args, **attrs) -> Tensor:
+    """Run one op eagerly: arity, dtypes, attributes and shapes checked, then forward."""
+    if len(args) != op.arity:
+        raise ArityError(f"{op.name} takes {op.arity} argument(s), got {len(args)}")
+    dtypes = {a.dtype for a in args if isinstance(a, Tensor)}
+    if not dtypes:
+        raise TypeError(f"{op.name} needs at least one Tensor argument")
+    if len(dtypes) > 1:
+        raise DtypeMismatch(f"{op.name} mixes dtypes {sorted(d.name for d in dtypes)}; "
+                            f"convert explicitly")
+    dtype = dtypes.pop()
+    parents = []
+    for i, a in enumerate(args):
+        if isinstance(a, Tensor):
+            parents.append(a)
+        elif i in op.numbers and is_number(a):
+            parents.append(constant(a, dtype))
+        else:
+            kind = "a Tensor or a number" if i in op.numbers else "a Tensor"
+            raise TypeError(f"argument {i} of {op.name} must be {kind}, not {type(a).__name__}")
+    attrs = op.check_attrs(attrs)
+    in_shapes = [p.shape for p in parents]
+    if op.bind:
+        attrs = op.bind(*in_shapes, **attrs)
+    op.shape(*in_shapes, **attrs)  # raises ShapeMismatch with the reason
+    data = op.forward(*[p.data for p in parents], **attrs)
+    return Tensor._result(np.asarray(data), op, tuple(parents), attrs,
+                          tuple(p.requires_grad for p in parents))
+
+
+def toposort(root: Tensor, include: Callable[[Tensor], bool]) -> list[Tensor]:
+    """Parents before children, iteratively (no recursion limit), over tensors `include` keeps."""
+    order, seen, stack = [], {root}, [(root, False)]
+    while stack:
+        t, expanded = stack.pop()
+        if expanded:
+            order.append(t)
+            continue
+        stack.append((t, True))
+        for p in t.parents:
+            if p not in seen and include(p):
+                seen.add(p)
+                stack.append((p, False))
+    return order
+
+
+def backprop(path: Sequence[Tensor], of: Tensor, seed, *, keep: Iterable[Tensor] | None = None,
+             frees: Sequence[Sequence[Tensor]] | None = None, deadline: float | None = None,
+             hook: Callable | None = None) -> dict[Tensor, np.ndarray]:
+    """Reverse-mode sweep: d(of)/d(t) for the tensors of `path` (topological, ending in `of`).
+
+    Rules run only where `t.needs` asks; the engine, not the rule, reduces a
+    broadcast gradient and checks the tuple's length. With `keep`, gradients of
+    other tensors are dropped once passed on, and `frees[i]` lists the tensors
+    whose forward data step i (counted from the end) was the last to read.
+    `deadline` (time.monotonic()) is checked before each rule; `hook(t, grads)`
+    sees each rule's result (anomaly detection).
+    """
+    grads = {of: seed}
+    owned = set()  # gradients this sweep allocated, safe to add into in place
+    keep = None if keep is None else set(keep)
+    for i, t in enumerate(reversed(path)):
+        g = grads.get(t) if keep is None or t in keep else grads.pop(t, None)
+        if g is None or t.op is None:
+            continue
+        if deadline is not None and time.monotonic() > deadline:
+            raise DeadlineExceeded("the evaluation ran past its deadline and was stopped")
+        pgs = t.op.grad(t, g)
+        if len(pgs) != len(t.parents):
+            raise AutogradError(f"internal: {t.op.name} returned {len(pgs)} gradients "
+                                f"for {len(t.parents)} parents", node=t.name)
+        if hook is not None:
+            hook(t, pgs)
+        for p, need, pg in zip(t.parents, t.needs, pgs, strict=True):
+            if not need:
+                continue
+            if pg.shape != p.shape:
+                pg = unbroadcast(pg, p.shape)
+            prev = grads.get(p)
+            if prev is None:
+                grads[p] = pg
+            elif p in owned and isinstance(prev, np.ndarray):
+                np.add(prev, pg, out=prev)
+            else:
+                grads[p] = prev + pg
+                owned.add(p)
+        if frees is not None:
+            for dead in frees[i]:
+                dead.data = None
+    return grads
+
+
+# ---- methods and operators, generated from the registry ---------------------------------
+
+def _method(op: Op):
+    def method(self, *args, **attrs):
+        operands, attrs = op.split_call((self, *args), attrs)
+        return apply(op, *operands, **attrs)
+
+    method.__name__ = method.__qualname__ = op.name
+    method.__doc__ = f"{op.doc}.  Gradient: {op.grad_doc}."
+    return method
+
+
+def _operators(op: Op):
+    forward, reflected = PYTHON_OPERATORS[op.operator]
+    if op.operator == "**":
+        def power(self, exponent):
+            return apply(op, self, exponent=exponent) if is_number(exponent) else NotImplemented
+        return {forward: power}
+    if op.arity == 1:
+        return {forward: lambda self: apply(op, self)}
+
+    def fwd(self, other):
+        return apply(op, self, other) if _operand(op, 1, other) else NotImplemented
+
+    def ref(self, other):
+        return apply(op, other, self) if _operand(op, 0, other) else NotImplemented
+
+    return {forward: fwd, reflected: ref}
+
+
+def _operand(op: Op, position: int, value) -> bool:
+    return isinstance(value, Tensor) or (position in op.numbers and is_number(value))
+
+
+for _op in OPS.values():
+    if not hasattr(Tensor, _op.name):
+        setattr(Tensor, _op.name, _method(_op))
+    if _op.operator:
+        for _name, _fn in _operators(_op).items():
+            setattr(Tensor, _name, _fn)

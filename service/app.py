@@ -1,0 +1,139 @@
+"""The Flask application factory and the route table (PROTOCOL.md §1, §5)."""
+
+from __future__ import annotations
+
+import hmac
+import importlib.metadata
+import logging
+from dataclasses import dataclass
+
+from flask import Flask, Response, current_app, request
+
+from autograd import DTYPES, OPS
+
+from . import codec, errors, openapi
+from . import evaluate as evaluation
+from .config import Settings
+from .errors import ApiError
+from .openapi import Route
+from .schemas import EvaluateRequest, EvaluateResponse, Info, OpsList, Status
+
+log = logging.getLogger("gradserve")
+
+try:
+    VERSION = importlib.metadata.version("gradserve")
+except importlib.metadata.PackageNotFoundError:  # running from a source tree
+    VERSION = "0+unknown"
+
+
+@dataclass
+class Runtime:
+    """Per-process state: the settings, and whether the worker is draining."""
+
+    settings: Settings
+    draining: bool = False
+
+
+def runtime() -> Runtime:
+    return current_app.extensions["gradserve"]
+
+
+def json_response(obj, status: int = 200) -> Response:
+    return Response(codec.dumps(obj), status=status, mimetype="application/json")
+
+
+# ---- views ------------------------------------------------------------------------------
+
+def evaluate():
+    doc = codec.loads(request.get_data(cache=False))
+    if not isinstance(doc, dict):
+        raise ApiError(400, "malformed_json", "the body must be a JSON object")
+    req = EvaluateRequest.model_validate(doc)
+    return json_response(evaluation.evaluate(req, doc["nodes"], runtime().settings))
+
+
+def info():
+    return json_response({"name": "gradserve", "version": VERSION, "dtypes": list(DTYPES),
+                          "encodings": ["nested", "flat", "base64"],
+                          "limits": runtime().settings.public_limits()})
+
+
+def ops():
+    return json_response({"ops": [op.describe() for op in OPS.values()]})
+
+
+def openapi_document():
+    return json_response(openapi.build(ROUTES, VERSION))
+
+
+def healthz():
+    return json_response({"status": "ok"})
+
+
+def readyz():
+    if runtime().draining:
+        raise ApiError(503, "not_ready", "this worker is draining; send work elsewhere",
+                       headers={"Retry-After": "1"})
+    return json_response({"status": "ready"})
+
+
+ROUTES = [
+    Route("POST", "/v1/evaluate", evaluate, "Evaluate a graph: values, and gradients if asked",
+          EvaluateResponse, request=EvaluateRequest,
+          errors=(400, 413, 415, 422, 429, 504)),
+    Route("GET", "/v1", info, "What this server accepts: dtypes, encodings, limits", Info,
+          errors=(429,)),
+    Route("GET", "/v1/ops", ops, "The op registry", OpsList, errors=(429,)),
+    Route("GET", "/openapi.json", openapi_document, "This document", None, auth=False),
+    Route("GET", "/healthz", healthz, "Liveness: 200 while the process serves", Status,
+          auth=False),
+    Route("GET", "/readyz", readyz, "Readiness: 503 while starting or draining", Status,
+          errors=(503,), auth=False),
+]
+_BY_ENDPOINT = {r.view.__name__: r for r in ROUTES}
+
+
+# ---- the guard every request passes ------------------------------------------------------
+
+def _guard():
+    """Auth, then body size from Content-Length, then media type: all before reading."""
+    route = _BY_ENDPOINT.get(request.endpoint)
+    if route is None:
+        return None  # werkzeug answers 404/405, through the one error handler
+    settings = runtime().settings
+    if route.auth and settings.api_keys and not _authorized(settings.api_keys):
+        raise ApiError(401, "unauthorized", "send Authorization: Bearer <key>",
+                       headers={"WWW-Authenticate": 'Bearer realm="gradserve"'})
+    if route.request is not None:
+        length = request.content_length
+        if length is not None and length > settings.max_body_bytes:
+            raise ApiError(413, "body_too_large", f"the body has {length:,} bytes; the limit "
+                           f"is {settings.max_body_bytes:,}")
+        if request.mimetype != "application/json" and not request.mimetype.endswith("+json"):
+            sent = request.mimetype or "none"
+            raise ApiError(415, "unsupported_media_type",
+                           f"send Content-Type: application/json, not {sent!r}")
+    return None
+
+
+def _authorized(keys: tuple[str, ...]) -> bool:
+    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+    token = token.strip().encode()
+    ok = False
+    for key in keys:  # every key compared, in constant time each
+        ok |= hmac.compare_digest(token, key.encode())
+    return ok and scheme.lower() == "bearer"
+
+
+# ---- the factory ------------------------------------------------------------------------
+
+def create_app(settings: Settings | None = None) -> Flask:
+    settings = settings or Settings()
+    app = Flask("gradserve")
+    app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
+    app.extensions["gradserve"] = Runtime(settings)
+    errors.init_app(app)
+    for r in ROUTES:
+        app.add_url_rule(r.path, endpoint=r.view.__name__, view_func=r.view, methods=[r.method])
+    app.before_request(_guard)
+    return app

@@ -1,0 +1,74 @@
+"""gunicorn settings for gradserve, all derived from the GRADSERVE_* environment.
+
+    gunicorn --config service/gunicorn.conf.py service.wsgi:app
+"""
+
+import os
+
+# One BLAS thread per worker, set before NumPy is first imported: the workers are the
+# parallelism, and a worker's threads would only fight its siblings for the cores.
+for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS",
+             "VECLIB_MAXIMUM_THREADS", "NUMEXPR_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")
+
+import logging  # noqa: E402
+import resource  # noqa: E402
+import signal  # noqa: E402
+import threading  # noqa: E402
+
+from service.config import Settings  # noqa: E402
+
+_settings = Settings()
+
+bind = [_settings.bind]
+workers = _settings.workers
+# The work is CPU-bound and holds the GIL: one request per process at a time.
+worker_class = "sync"
+preload_app = True
+backlog = 2048
+# A worker silent for this long is killed: the deadline plus time to answer 504.
+timeout = int(_settings.deadline_s) + 30
+graceful_timeout = int(_settings.drain_s) + int(_settings.deadline_s) + 5
+keepalive = 2
+# Recycle workers now and then so that no slow leak outlives them.
+max_requests = 20000
+max_requests_jitter = 2000
+worker_tmp_dir = "/dev/shm" if os.path.isdir("/dev/shm") else None
+proc_name = "gradserve"
+loglevel = _settings.log_level
+errorlog = "-"
+accesslog = None  # the service writes one structured line per request itself
+
+
+def post_fork(server, worker):
+    """Cap each worker's address space: what the shape estimate misses becomes a MemoryError
+    (answered 413), not an OOM-killed worker."""
+    cap = _settings.worker_memory_bytes
+    if cap:
+        soft, hard = resource.getrlimit(resource.RLIMIT_AS)
+        if hard == resource.RLIM_INFINITY or hard > cap:
+            resource.setrlimit(resource.RLIMIT_AS, (cap, cap))
+
+
+def post_worker_init(worker):
+    """On SIGTERM: /readyz turns 503 at once, and the worker stops after drain_s (default 0),
+    finishing the request in flight either way."""
+    runtime = worker.wsgi.extensions["gradserve"]
+    stop = worker.handle_exit
+
+    def handle_exit(sig, frame):
+        runtime.draining = True
+        if _settings.drain_s > 0:
+            threading.Timer(_settings.drain_s, stop, (sig, frame)).start()
+        else:
+            stop(sig, frame)
+
+    signal.signal(signal.SIGTERM, handle_exit)
+
+
+def when_ready(server):
+    if not _settings.api_keys and not _settings.loopback:
+        logging.getLogger("gunicorn.error").warning(
+            "\n" + "!" * 78 + "\n!! gradserve is listening on %s WITHOUT API KEYS: anyone who can"
+            " reach it\n!! can use it. Set GRADSERVE_API_KEYS, or bind to 127.0.0.1.\n"
+            + "!" * 78, _settings.bind)

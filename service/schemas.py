@@ -1,0 +1,181 @@
+"""The wire format (PROTOCOL.md), request and response models side by side.
+
+Requests are validated strictly (`extra="forbid"`, no "1.5" -> 1.5, no
+true -> 1.0). Tensor `data` is not validated element by element here: the
+codec hands it to NumPy and checks the result. Op names and attributes are
+checked by the engine's registry, so `/v1/ops` and validation never disagree.
+The OpenAPI document is generated from these models.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SkipValidation,
+    StringConstraints,
+    model_validator,
+)
+from typing_extensions import TypeAliasType
+
+from autograd import OPS
+from autograd.graph import ID
+
+MAX_RANK = 32
+
+Id = Annotated[str, StringConstraints(pattern=f"^{ID.pattern}$")]
+Dtype = Literal["float32", "float64"]
+Encoding = Literal["nested", "flat", "base64"]
+Shape = Annotated[list[Annotated[int, Field(ge=0)]], Field(max_length=MAX_RANK)]
+Number = float | Literal["NaN", "Infinity", "-Infinity"]
+NestedData = TypeAliasType("NestedData", Number | list["NestedData"])
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(strict=True, extra="forbid")
+
+
+# ---- requests ---------------------------------------------------------------------------
+
+class TensorIn(Strict):
+    """Nested `{data}`, flat `{shape, data}` or binary `{shape, dtype, b64}` (PROTOCOL.md §3)."""
+
+    model_config = ConfigDict(json_schema_extra={"oneOf": [
+        {"title": "nested", "required": ["data"], "not": {"anyOf": [
+            {"required": ["shape"]}, {"required": ["b64"]}]}},
+        {"title": "flat", "required": ["shape", "data"], "not": {"required": ["b64"]}},
+        {"title": "binary", "required": ["shape", "dtype", "b64"],
+         "not": {"required": ["data"]}},
+    ]})
+
+    data: SkipValidation[NestedData] | None = Field(
+        None, description="numbers, nested (shape inferred) or flat in C order with `shape`")
+    shape: Shape | None = Field(None, description="the tensor's shape; required with `b64`")
+    dtype: Dtype | None = Field(None, description="the dtype of `b64`'s bytes")
+    b64: str | None = Field(None, description="base64 of the little-endian C-order bytes")
+    encoding: Literal["nested", "flat"] | None = Field(
+        None, description="how `data` is laid out; inferred when omitted (responses carry it)")
+
+    @model_validator(mode="after")
+    def _one_form(self):
+        if self.b64 is not None:
+            if self.data is not None:
+                raise ValueError("give either `data` or `b64`, not both")
+            if self.shape is None or self.dtype is None:
+                raise ValueError("a base64 tensor needs `shape` and `dtype`")
+        elif self.data is None:
+            raise ValueError("a tensor needs `data` (or `shape`, `dtype` and `b64`)")
+        if self.encoding == "flat" and self.shape is None:
+            raise ValueError("flat data needs `shape`")
+        return self
+
+
+class InputTensor(TensorIn):
+    requires_grad: bool = Field(False, description="a trainable parameter; in grad.wrt by default")
+
+
+class Node(Strict):
+    id: Id
+    op: str = Field(json_schema_extra={"enum": sorted(OPS)}, description="a name from /v1/ops")
+    args: list[Any] = Field(json_schema_extra={"items": {"anyOf": [
+        {"type": "string", "pattern": f"^{ID.pattern}$"}, {"type": "number"}]}},
+        description="ids of inputs or nodes, or number literals where the op allows")
+    attrs: dict[str, Any] = Field(default_factory=dict, description="the op's attributes")
+
+
+class GradSpec(Strict):
+    of: Id = Field(description="the id to differentiate")
+    seed: TensorIn | None = Field(None, description="incoming gradient, of `of`'s shape; "
+                                  "required unless `of` has one element")
+    wrt: list[Id] | None = Field(None, description="ids whose gradients are returned; "
+                                 "default: every input with requires_grad")
+
+
+class EvaluateRequest(Strict):
+    inputs: dict[Id, InputTensor] = Field(description="named leaf tensors")
+    nodes: list[Node] = Field(description="operations, in any order")
+    outputs: list[Id] | None = Field(None, description="ids whose values are returned; "
+                                     "default: every node no other node uses")
+    grad: GradSpec | None = None
+    dtype: Dtype = Field("float32", description="every tensor is computed in it")
+    encoding: Encoding = Field("nested", description="how response tensors are written")
+    anomaly: bool = Field(False, description="report the first node with a NaN or ±Infinity")
+
+
+# ---- responses --------------------------------------------------------------------------
+
+class TensorOut(BaseModel):
+    shape: list[int]
+    dtype: Dtype
+    data: NestedData | None = Field(None, description="with encoding nested or flat")
+    encoding: Literal["flat"] | None = Field(None, description="present when data is flat")
+    b64: str | None = Field(None, description="with encoding base64")
+
+
+class NumericWarning(BaseModel):
+    id: str
+    kind: Literal["nan", "inf"]
+    count: int | None = Field(None, description="how many values, for a returned tensor")
+    in_: Literal["outputs", "gradients"] | None = Field(None, alias="in")
+    op: str | None = Field(None, description="with anomaly: the op of the first bad node")
+    phase: Literal["forward", "backward"] | None = None
+
+
+class Stats(BaseModel):
+    nodes: int
+    forward_ms: float
+    backward_ms: float
+
+
+class EvaluateResponse(BaseModel):
+    outputs: dict[str, TensorOut]
+    gradients: dict[str, TensorOut]
+    warnings: list[NumericWarning]
+    stats: Stats
+
+
+class ProblemPointer(BaseModel):
+    pointer: str = Field(description="RFC 6901 JSON Pointer into the request body")
+    detail: str
+
+
+class Problem(BaseModel):
+    """RFC 9457 problem details, with a stable `code`."""
+
+    type: str = "about:blank"
+    title: str
+    status: int
+    code: str
+    detail: str
+    errors: list[ProblemPointer] | None = None
+
+
+class Info(BaseModel):
+    name: Literal["gradserve"]
+    version: str
+    dtypes: list[str]
+    encodings: list[str]
+    limits: dict[str, float]
+
+
+class OpInfo(BaseModel):
+    name: str
+    arity: int
+    numbers: list[int] = Field(description="arg positions that may be number literals")
+    attrs: dict[str, dict[str, Any]] = Field(description="JSON Schema of each attribute")
+    required_attrs: list[str]
+    forward: str
+    gradient: str
+    operator: str | None
+    dtypes: list[str]
+
+
+class OpsList(BaseModel):
+    ops: list[OpInfo]
+
+
+class Status(BaseModel):
+    status: str

@@ -38,6 +38,9 @@ proc_name = "gradserve"
 loglevel = _settings.log_level
 errorlog = "-"
 accesslog = None  # the service writes one structured line per request itself
+# gunicorn >= 25 opens a control socket at one fixed path per user; several instances on one
+# host (replicas, tests) would fight over it, and nothing here uses it.
+control_socket_disable = True
 
 
 def post_fork(server, worker):

@@ -125,6 +125,8 @@ def _shaped(a: np.ndarray, shape, layout, where: tuple) -> np.ndarray:
     shape = tuple(shape)
     if a.shape == shape and layout != "flat":
         return a
+    if a.size == 0 and a.shape == shape[:a.ndim] and layout != "flat":
+        return a.reshape(shape)  # nested JSON stops at the first 0: (1, 0, 0) is [[]]
     if a.ndim == 1 and layout != "nested":
         if a.size != math.prod(shape):
             raise _bad(where, f"{a.size} numbers, but shape {list(shape)} needs "
@@ -166,8 +168,9 @@ def _values(a: np.ndarray):
 def encoded_size(shape, dtype: np.dtype, encoding: str) -> int:
     """An upper bound on a response tensor's bytes, known from its shape alone."""
     n = math.prod(shape)
+    head = 64 + sum(len(str(d)) + 1 for d in shape)  # the members, and the shape's digits
     if encoding == "base64":
-        return 4 * math.ceil(n * dtype.itemsize / 3) + 64
+        return 4 * math.ceil(n * dtype.itemsize / 3) + head
     per = 16 if dtype.itemsize == 4 else 25  # longest shortest-repr, and a comma
     lists = sum(math.prod(shape[:k]) for k in range(len(shape))) if encoding == "nested" else 1
-    return n * per + 2 * lists + 64
+    return n * per + 2 * lists + head

@@ -33,7 +33,7 @@ from .errors import (
     UnknownOp,
 )
 from .registry import OPS, Op, is_number
-from .shapes import Shape, size
+from .shapes import Shape, extent, size
 from .tensor import Tensor, as_dtype, backprop, constant, initial_grad
 
 ID = re.compile(r"[A-Za-z_][A-Za-z0-9_.:-]{0,127}")
@@ -195,7 +195,7 @@ class Plan:
                 part = "attrs" if isinstance(e, BadAttribute) else "args"
                 raise e.within("nodes", s.index, part, node=s.id,
                                context=f"node {s.id!r} ({s.op.name})") from None
-            if max_elements is not None and size(out) > max_elements:
+            if max_elements is not None and extent(out) > max_elements:
                 _check_elements(out, limits, ("nodes", s.index), f"node {s.id!r} ({s.op.name})")
             shapes[s.id] = out
         return shapes
@@ -406,7 +406,7 @@ def _nonfinite(arrays: Mapping[str, np.ndarray], where: str) -> list[dict]:
 
 
 def _check_elements(shape, limits: Limits, path, what):
-    n = size(shape)
+    n = extent(shape)
     if limits.max_elements is not None and n > limits.max_elements:
         raise LimitExceeded(f"{what} would have shape {tuple(shape)}, {n:,} elements; the limit "
                             f"is {limits.max_elements:,}", code="tensor_too_large", path=path)

@@ -20,6 +20,11 @@ def size(shape: Shape) -> int:
     return math.prod(shape)
 
 
+def extent(shape: Shape) -> int:
+    """size() with each 0 counted as 1: an empty (0, 2**62, 4) still cannot exist in NumPy."""
+    return math.prod(max(d, 1) for d in shape)
+
+
 def broadcast(a: Shape, b: Shape) -> Shape:
     """NumPy's broadcasting of two shapes, or ShapeMismatch naming the dimension."""
     if a == b:

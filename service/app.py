@@ -134,6 +134,8 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.extensions["gradserve"] = Runtime(settings)
     errors.init_app(app)
     for r in ROUTES:
-        app.add_url_rule(r.path, endpoint=r.view.__name__, view_func=r.view, methods=[r.method])
+        # no automatic OPTIONS: it would pass the guard as the route's method and get a 415
+        app.add_url_rule(r.path, endpoint=r.view.__name__, view_func=r.view, methods=[r.method],
+                         provide_automatic_options=False)
     app.before_request(_guard)
     return app

@@ -16,6 +16,8 @@ import math
 import numpy as np
 import orjson
 
+from autograd.shapes import extent
+
 from .errors import ApiError, pointer
 from .schemas import MAX_RANK, TensorIn
 
@@ -52,8 +54,8 @@ def _too_large(where: tuple, n: int, limit: int) -> ApiError:
 
 def decode(t: TensorIn, dtype: np.dtype, where: tuple, max_elements: int) -> np.ndarray:
     """One request tensor as an array of `dtype`; sizes checked before allocating."""
-    if t.shape is not None and math.prod(t.shape) > max_elements:
-        raise _too_large(where + ("shape",), math.prod(t.shape), max_elements)
+    if t.shape is not None and extent(t.shape) > max_elements:
+        raise _too_large(where + ("shape",), extent(t.shape), max_elements)
     if t.b64 is not None:
         a = _from_b64(t.b64, t.shape, t.dtype, where)
     else:

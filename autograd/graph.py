@@ -12,9 +12,11 @@ path, with the deadline checked between nodes.
 from __future__ import annotations
 
 import graphlib
+import math
 import re
+import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -71,8 +73,9 @@ class Step:
     op: Op
     args: tuple[str, ...]      # ids; number literals became constants named "#i.j"
     attrs: dict
-    needs: tuple[bool, ...] = ()   # which args want a gradient; () off the backward path
-    frees: list[str] = field(default_factory=list)  # values this step was the last to read
+    frees: list[Tensor] = field(default_factory=list)  # values this step was the last to read
+    forward: Callable | None = None  # op.forward with attrs bound, once shapes are known
+    tensor: Tensor | None = None     # the planned output, data filled in by each run
 
 
 @dataclass
@@ -95,30 +98,37 @@ def _known(name, known, path: tuple, what: str) -> str:
 
 
 class Plan:
-    """A checked, ordered, costed graph, ready to run on arrays of the planned shapes."""
+    """A checked, ordered, costed graph, ready to run on arrays of the planned shapes.
+
+    The plan is a graph of Tensors with shapes and no data (`tensors`, by id);
+    each run fills the data in and takes it out again.
+    """
 
     def __init__(self, nodes: Sequence[Mapping], inputs: Mapping[str, Leaf], *, outputs=None,
                  grad: Mapping | None = None, seed_shape=None, dtype="float32",
                  limits: Limits | None = None):
         limits = limits or Limits()
-        self.dtype = as_dtype(dtype)
+        self.dtype = dt = as_dtype(dtype)
         if limits.max_nodes is not None and len(nodes) > limits.max_nodes:
             raise LimitExceeded(f"the graph has {len(nodes):,} nodes; the limit is "
                                 f"{limits.max_nodes:,}", code="graph_too_large", path=("nodes",))
         self.inputs = dict(inputs)
+        self.tensors: dict[str, Tensor] = {}
         for name, leaf in self.inputs.items():
             _check_id(name, ("inputs", name))
-            _check_elements(leaf.shape, limits, ("inputs", name), f"input {name!r}")
-        self.consts: dict[str, object] = {}
+            shape = tuple(leaf.shape)
+            _check_elements(shape, limits, ("inputs", name), f"input {name!r}")
+            self.tensors[name] = Tensor._node(None, (), {}, (), shape, dt, name,
+                                              requires_grad=leaf.requires_grad)
         steps, in_order = self._parse(nodes)
         by_id = {s.id: s for s in steps}
-        known = self.inputs.keys() | by_id.keys() | self.consts.keys()
+        known = self.tensors.keys() | by_id.keys()
         if not in_order:
             for s in steps:
                 for j, a in enumerate(s.args):
                     _known(a, known, ("nodes", s.index, "args", j), f"node {s.id!r} ({s.op.name})")
             steps = _order(steps, by_id)
-        self.shapes = self._infer(steps, limits)
+        self._infer(steps, limits)
 
         if outputs is None:
             used = {a for s in steps for a in s.args}
@@ -127,11 +137,19 @@ class Plan:
                         for k, o in enumerate(outputs)]
         self.of, self.wrt = self._grad_spec(grad, seed_shape, known)
 
-        needed = _ancestors(self.outputs + ([self.of] if self.of else []), by_id)
-        self.steps = [s for s in steps if s.id in needed]
-        self.path = self._backward_path(by_id)
+        roots = [*self.outputs, self.of] if self.of else self.outputs
+        needed = _ancestors(roots, self.tensors)
+        self.steps = [s for s in steps if s.tensor in needed] if len(needed) < len(steps) else steps
+        self.path = self._backward_path()
         self.backward_frees = self._liveness()
         self.cost = self._cost(limits)
+        self._filled = [*(self.tensors[name] for name in self.inputs),
+                        *(s.tensor for s in self.steps)]
+        self._lock = threading.Lock()
+
+    @property
+    def shapes(self) -> dict[str, Shape]:
+        return {name: t.shape for name, t in self.tensors.items() if not name.startswith("#")}
 
     # -- building --------------------------------------------------------------------------
 
@@ -148,57 +166,58 @@ class Plan:
             if op is None:
                 raise UnknownOp(f"node {nid!r}: unknown op {name!r}; GET /v1/ops lists them",
                                 path=("nodes", i, "op"), node=nid)
-            where = f"node {nid!r} ({op.name})"
-            args = node.get("args", [])
+            args = node.get("args", ())
             if not isinstance(args, (list, tuple)) or len(args) != op.arity:
                 n = len(args) if isinstance(args, (list, tuple)) else "no list of"
-                raise ArityError(f"{where}: takes {op.arity} argument(s), got {n}",
-                                 path=("nodes", i, "args"), node=nid)
+                raise ArityError(f"node {nid!r} ({op.name}): takes {op.arity} argument(s), "
+                                 f"got {n}", path=("nodes", i, "args"), node=nid)
             ids, tensors = [], 0
             for j, a in enumerate(args):
-                if isinstance(a, str):
+                if a.__class__ is str:
                     ids.append(a)
                     tensors += 1
                     if a not in seen:
                         in_order = False
                 elif is_number(a) and j in op.numbers:
-                    cid = f"#{i}.{j}"
-                    self.consts[cid] = a
+                    cid = f"#{i}.{j}"  # a constant: no id a client can send looks like this
+                    self.tensors[cid] = constant(a, self.dtype)
                     ids.append(cid)
                 else:
                     why = "a number" if is_number(a) else type(a).__name__
-                    raise AutogradError(f"{where}: argument {j} must be an id"
+                    raise AutogradError(f"node {nid!r} ({op.name}): argument {j} must be an id"
                                         f"{' or a number' if j in op.numbers else ''}, not {why}",
                                         path=("nodes", i, "args", j), node=nid)
             if not tensors:
-                raise AutogradError(f"{where}: needs at least one tensor argument",
+                raise AutogradError(f"node {nid!r} ({op.name}): needs a tensor argument",
                                     path=("nodes", i, "args"), node=nid)
             try:
                 attrs = op.check_attrs(node.get("attrs"))
             except AutogradError as e:
-                raise e.within("nodes", i, "attrs", node=nid, context=where) from None
+                raise e.within("nodes", i, "attrs", node=nid,
+                               context=f"node {nid!r} ({op.name})") from None
             seen.add(nid)
             steps.append(Step(nid, i, op, tuple(ids), attrs))
         return steps, in_order
 
-    def _infer(self, steps, limits) -> dict[str, Shape]:
-        shapes = {name: tuple(leaf.shape) for name, leaf in self.inputs.items()}
-        shapes.update(dict.fromkeys(self.consts, ()))
-        max_elements = limits.max_elements
+    def _infer(self, steps, limits) -> None:
+        """Every shape, in order; each node becomes a Tensor without data."""
+        tensors, dt, max_elements = self.tensors, self.dtype, limits.max_elements
         for s in steps:
-            in_shapes = [shapes[a] for a in s.args]
+            parents = tuple(tensors[a] for a in s.args)
+            op = s.op
             try:
-                if s.op.bind:
-                    s.attrs.update(s.op.bind(*in_shapes, **s.attrs))
-                out = s.op.shape(*in_shapes, **s.attrs)
+                if op.bind:
+                    s.attrs.update(op.bind(*[p.shape for p in parents], **s.attrs))
+                out = op.shape(*[p.shape for p in parents], **s.attrs)
             except AutogradError as e:
                 part = "attrs" if isinstance(e, BadAttribute) else "args"
                 raise e.within("nodes", s.index, part, node=s.id,
-                               context=f"node {s.id!r} ({s.op.name})") from None
+                               context=f"node {s.id!r} ({op.name})") from None
             if max_elements is not None and extent(out) > max_elements:
-                _check_elements(out, limits, ("nodes", s.index), f"node {s.id!r} ({s.op.name})")
-            shapes[s.id] = out
-        return shapes
+                _check_elements(out, limits, ("nodes", s.index), f"node {s.id!r} ({op.name})")
+            s.forward = op.bind_forward(s.attrs)
+            s.tensor = tensors[s.id] = Tensor._node(op, parents, s.attrs, (False,) * len(parents),
+                                                    out, dt, s.id)
 
     def _grad_spec(self, grad, seed_shape, known):
         if not grad:
@@ -208,7 +227,7 @@ class Plan:
         if wrt is None:
             wrt = [name for name, leaf in self.inputs.items() if leaf.requires_grad]
         wrt = [_known(w, known, ("grad", "wrt", k), "grad.wrt") for k, w in enumerate(wrt)]
-        shape = self.shapes[of]
+        shape = self.tensors[of].shape
         if seed_shape is None and size(shape) != 1:
             raise SeedRequired(f"grad.of {of!r} has shape {shape}: a seed of that shape is "
                                f"required when `of` is not a single element", path=("grad",))
@@ -217,83 +236,85 @@ class Plan:
                                 f"{shape}", path=("grad", "seed"))
         return of, wrt
 
-    def _backward_path(self, by_id) -> list[str]:
-        """Values between `of` and `wrt`, in topological order; sets each step's `needs`."""
+    def _backward_path(self) -> list[Tensor]:
+        """Tensors between `of` and `wrt`, in topological order; sets their `needs`."""
         if self.of is None:
             return []
-        targets = set(self.wrt)
-        reach = {name for name in self.inputs if name in targets}
+        tensors = self.tensors
+        reach = {tensors[w] for w in self.wrt}
         for s in self.steps:
-            if s.id in targets or not reach.isdisjoint(s.args):
-                reach.add(s.id)
-        above = _ancestors([self.of], by_id)
-        path = [name for name in self.inputs if name in reach and name in above]
+            if not reach.isdisjoint(s.tensor.parents):
+                reach.add(s.tensor)
+        above = _ancestors([self.of], tensors)
+        path = [tensors[name] for name in self.inputs if tensors[name] in reach]
+        path = [t for t in path if t in above]
         for s in self.steps:
-            if s.id in reach and s.id in above:
-                path.append(s.id)
-                s.needs = tuple(a in reach for a in s.args)
+            t = s.tensor
+            if t in reach and t in above:
+                path.append(t)
+                t.needs = tuple(p in reach for p in t.parents)
+                t.requires_grad = True
         return path
 
-    def _liveness(self) -> list[list[str]]:
-        """Forward: release a value after its last reader unless returned or read by backward.
-        Backward: release it after the last rule that reads it."""
-        keep = set(self.outputs)
-        steps = {s.id: s for s in self.steps}
-        reads = []  # per backward step (reversed path): the values its rule reads
-        for name in reversed(self.path):
-            s = steps.get(name)
-            r = set()
-            if s is not None:
-                if "x" in s.op.saves:
-                    r.update(a for a in s.args if a in steps)
-                if "y" in s.op.saves:
-                    r.add(name)
-            reads.append(r)
-        backward_read = set().union(*reads) if reads else set()
-        last = {}
-        for k, s in enumerate(self.steps):
-            last[s.id] = k
-            for a in s.args:
-                if a in steps:
-                    last[a] = k
-        for name, k in last.items():
-            if name not in keep and name not in backward_read:
-                self.steps[k].frees.append(name)
-        frees, done = [[] for _ in reads], set(keep)
-        for k in range(len(reads) - 1, -1, -1):
-            for name in reads[k] - done:
-                frees[k].append(name)
-                done.add(name)
+    def _liveness(self) -> list[list[Tensor]]:
+        """Release each value after its last reader: forward, unless it is returned or a
+        gradient rule reads it; backward, after the last rule that reads it."""
+        keep = {self.tensors[name] for name in self.outputs}
+        last_backward = {}  # tensor -> index (in backward order) of the last rule reading it
+        for k, t in enumerate(reversed(self.path)):
+            saves = t.op.saves if t.op else ""
+            if "x" in saves:
+                for p in t.parents:
+                    if p.op is not None:
+                        last_backward[p] = k
+            if "y" in saves:
+                last_backward[t] = k
+        last_forward = {}
+        for s in self.steps:
+            last_forward[s.tensor] = s
+            for p in s.tensor.parents:
+                if p.op is not None:
+                    last_forward[p] = s
+        for t, s in last_forward.items():
+            if t not in keep and t not in last_backward:
+                s.frees.append(t)
+        frees = [[] for _ in self.path]
+        for t, k in last_backward.items():
+            if t not in keep:
+                frees[k].append(t)
         return frees
 
     def _cost(self, limits: Limits) -> Cost:
         """Walk the plan's own release schedule in bytes: the peak it reaches, and FLOPs."""
-        shapes, item = self.shapes, self.dtype.itemsize
-        nbytes = {name: size(shape) * item for name, shape in shapes.items()}
-        live = peak = sum(nbytes[name] for name in self.inputs)
+        item, prod = self.dtype.itemsize, math.prod
+        nbytes = {t: prod(t.shape) * item for t in self.tensors.values()}
+        largest = max(nbytes.values(), default=0) // item
+        live = peak = sum(nbytes[self.tensors[name]] for name in self.inputs)
         flops = 0.0
         for s in self.steps:
-            live += nbytes[s.id]
-            peak = max(peak, live + nbytes[s.id])  # and one temporary of the output's size
-            flops += s.op.flops([shapes[a] for a in s.args], shapes[s.id], s.attrs)
-            live -= sum(nbytes[name] for name in s.frees)
+            t = s.tensor
+            flops += _flops(t)
+            live += nbytes[t]
+            if live + nbytes[t] > peak:  # and one temporary of the output's size
+                peak = live + nbytes[t]
+            for dead in s.frees:
+                live -= nbytes[dead]
         if self.of is not None:
-            steps = {s.id: s for s in self.steps}
-            keep, has_grad = set(self.wrt), {self.of}
-            live += nbytes[self.of]
-            for k, name in enumerate(reversed(self.path)):
-                s = steps.get(name)
-                if s is not None:
-                    flops += 2 * s.op.flops([shapes[a] for a in s.args], shapes[name], s.attrs)
-                    for a, need in zip(s.args, s.needs, strict=True):
-                        if need and a not in has_grad:
-                            has_grad.add(a)
-                            live += nbytes[a]
-                    peak = max(peak, live + nbytes[name])
-                if name not in keep:
-                    live -= nbytes[name]
-                live -= sum(nbytes[v] for v in self.backward_frees[k])
-        cost = Cost(max((size(s) for s in shapes.values()), default=0), peak, flops)
+            keep, has_grad = {self.tensors[w] for w in self.wrt}, {self.tensors[self.of]}
+            live += nbytes[self.tensors[self.of]]
+            for t, frees in zip(reversed(self.path), self.backward_frees, strict=True):
+                if t.op is not None:
+                    flops += 2 * _flops(t)
+                    for p, need in zip(t.parents, t.needs, strict=True):
+                        if need and p not in has_grad:
+                            has_grad.add(p)
+                            live += nbytes[p]
+                    peak = max(peak, live + nbytes[t])
+                if t not in keep:
+                    live -= nbytes[t]
+                for dead in frees:
+                    live -= nbytes[dead]
+        cost = Cost(largest, peak, flops)
         if limits.max_flops is not None and cost.flops > limits.max_flops:
             raise LimitExceeded(f"the graph needs about {cost.flops:.3g} floating-point "
                                 f"operations; the limit is {limits.max_flops:.3g}",
@@ -308,51 +329,57 @@ class Plan:
 
     def run(self, arrays: Mapping[str, np.ndarray], seed=None, *, deadline: float | None = None,
             anomaly: bool = False) -> Result:
-        """Forward, then backward if a gradient was planned. `deadline` is time.monotonic()."""
-        dt = self.dtype
-        values: dict[str, Tensor] = {}
-        for name, leaf in self.inputs.items():
-            t = Tensor(arrays[name], leaf.requires_grad, dtype=dt, name=name)
-            if t.shape != tuple(leaf.shape):
-                raise ValueError(f"input {name!r} has shape {t.shape}, planned {leaf.shape}")
-            values[name] = t
-        for cid, value in self.consts.items():
-            values[cid] = constant(value, dt)
-        watch = _Watch(anomaly)
-        get, new, clock = values.__getitem__, Tensor._result, time.monotonic
+        """Forward, then backward if a gradient was planned. `deadline` is time.monotonic().
+
+        Runs of one plan take turns (it holds the data while running); nothing of a run
+        stays in the plan after it."""
+        with self._lock:
+            try:
+                return self._run(arrays, seed, deadline, anomaly)
+            finally:
+                for t in self._filled:
+                    t.data = None
+
+    def _run(self, arrays, seed, deadline, anomaly) -> Result:
+        tensors, dt = self.tensors, self.dtype
+        for name in self.inputs:
+            a = np.asarray(arrays[name], dtype=dt)
+            if a.shape != tensors[name].shape:
+                raise ValueError(f"input {name!r} has shape {a.shape}, planned "
+                                 f"{tensors[name].shape}")
+            tensors[name].data = a
+        watch, clock = _Watch(anomaly), time.monotonic
         with np.errstate(all="ignore"):
             t0 = time.perf_counter()
             for s in self.steps:
                 if deadline is not None and clock() > deadline:
                     raise DeadlineExceeded("the evaluation ran past its deadline and was stopped")
-                parents = tuple(map(get, s.args))
-                data = s.op.forward(*[p.data for p in parents], **s.attrs)
-                values[s.id] = t = new(data, s.op, parents, s.attrs, s.needs, s.id)
+                t = s.tensor
+                t.data = s.forward(*[p.data for p in t.parents])
                 if anomaly:
-                    watch.check(t, data, "forward")
-                for name in s.frees:
-                    values[name].data = None
+                    watch.check(t, t.data, "forward")
+                for dead in s.frees:
+                    dead.data = None
             t1 = time.perf_counter()
-            gradients = self._backward(values, seed, deadline, watch) if self.of else {}
+            gradients = self._backward(seed, deadline, watch) if self.of else {}
             t2 = time.perf_counter()
-        outputs = {name: np.asarray(values[name].data) for name in self.outputs}
+        outputs = {name: np.asarray(tensors[name].data) for name in self.outputs}
         warnings = watch.found + _nonfinite(outputs, "outputs") + _nonfinite(gradients, "gradients")
         stats = {"nodes": len(self.steps), "forward_ms": round((t1 - t0) * 1e3, 3),
                  "backward_ms": round((t2 - t1) * 1e3, 3)}
         return Result(outputs, gradients, warnings, stats)
 
-    def _backward(self, values, seed, deadline, watch) -> dict[str, np.ndarray]:
-        of = values[self.of]
-        seed = initial_grad(of.shape, self.dtype, seed, path=("grad", "seed"))
-        path = [values[name] for name in self.path]
-        frees = [[values[name] for name in names] for names in self.backward_frees]
-        grads = backprop(path, of, seed, keep=[values[w] for w in self.wrt], frees=frees,
-                         deadline=deadline, hook=watch.backward if watch.anomaly else None)
+    def _backward(self, seed, deadline, watch) -> dict[str, np.ndarray]:
+        tensors, dt = self.tensors, self.dtype
+        of = tensors[self.of]
+        seed = initial_grad(of.shape, dt, seed, path=("grad", "seed"))
+        grads = backprop(self.path, of, seed, keep=[tensors[w] for w in self.wrt],
+                         frees=self.backward_frees, deadline=deadline,
+                         hook=watch.backward if watch.anomaly else None)
         out = {}
         for w in self.wrt:
-            g = grads.get(values[w])
-            zero = g is None
-            out[w] = np.zeros(self.shapes[w], self.dtype) if zero else np.asarray(g, self.dtype)
+            g = grads.get(tensors[w])
+            out[w] = np.zeros(tensors[w].shape, dt) if g is None else np.asarray(g, dt)
         return out
 
 
@@ -429,17 +456,22 @@ def _order(steps: list[Step], by_id: dict[str, Step]) -> list[Step]:
                          path=("nodes", by_id[first].index)) from None
 
 
-def _ancestors(roots, by_id: dict[str, Step]) -> set[str]:
-    """Every id the roots depend on, roots included; iterative."""
-    seen, stack = set(roots), list(roots)
+def _ancestors(roots, tensors: dict[str, Tensor]) -> set[Tensor]:
+    """Every tensor the roots depend on, roots included; iterative."""
+    stack = [tensors[name] for name in roots]
+    seen = set(stack)
     while stack:
-        s = by_id.get(stack.pop())
-        if s is not None:
-            for a in s.args:
-                if a not in seen:
-                    seen.add(a)
-                    stack.append(a)
+        for p in stack.pop().parents:
+            if p not in seen:
+                seen.add(p)
+                stack.append(p)
     return seen
+
+
+def _flops(t: Tensor) -> float:
+    """An op's estimated floating-point operations; by default one per output element."""
+    f = t.op.flops
+    return math.prod(t.shape) if f is None else f([p.shape for p in t.parents], t.shape, t.attrs)
 
 
 def _mib(n: int) -> str:

@@ -68,9 +68,12 @@ class Tensor:
         self.name = name
 
     @classmethod
-    def _result(cls, data, op: Op, parents: tuple, attrs: dict, needs: tuple,
-                name: str | None = None) -> Tensor:
-        """The output of an op; `needs[i]` says whether parent i wants a gradient."""
+    def _node(cls, op: Op | None, parents: tuple, attrs: dict, needs: tuple, shape, dtype,
+              name: str | None = None, data=None, requires_grad: bool | None = None) -> Tensor:
+        """A tensor made by an op (or a planned leaf); `needs[i]`: parent i wants a gradient.
+
+        The planner builds whole graphs of these with `data` None: shapes first, data
+        at run time."""
         t = cls.__new__(cls)
         t.data = data
         t.grad = None
@@ -78,9 +81,9 @@ class Tensor:
         t.op = op
         t.attrs = attrs
         t.needs = needs
-        t.requires_grad = True in needs
-        t.shape = data.shape
-        t.dtype = data.dtype
+        t.requires_grad = (True in needs) if requires_grad is None else requires_grad
+        t.shape = shape
+        t.dtype = dtype
         t.name = name
         return t
 
@@ -173,24 +176,27 @@ def apply(op: Op, *args, **attrs) -> Tensor:
     if op.bind:
         attrs = op.bind(*in_shapes, **attrs)
     op.shape(*in_shapes, **attrs)  # raises ShapeMismatch with the reason
-    data = op.forward(*[p.data for p in parents], **attrs)
-    return Tensor._result(np.asarray(data), op, tuple(parents), attrs,
-                          tuple(p.requires_grad for p in parents))
+    data = np.asarray(op.bind_forward(attrs)(*[p.data for p in parents]))
+    return Tensor._node(op, tuple(parents), attrs, tuple(p.requires_grad for p in parents),
+                        data.shape, data.dtype, data=data)
 
 
 def toposort(root: Tensor, include: Callable[[Tensor], bool]) -> list[Tensor]:
-    """Parents before children, iteratively (no recursion limit), over tensors `include` keeps."""
-    order, seen, stack = [], {root}, [(root, False)]
+    """Parents before children, iteratively (no recursion limit), over tensors `include` keeps.
+
+    Depth-first, a tensor is placed when everything above it is: marked on expansion, not
+    on push, so a value reached by paths of different depth still precedes all its users."""
+    order, expanded, stack = [], set(), [(root, False)]
     while stack:
-        t, expanded = stack.pop()
-        if expanded:
+        t, done = stack.pop()
+        if done:
             order.append(t)
             continue
+        if t in expanded:
+            continue
+        expanded.add(t)
         stack.append((t, True))
-        for p in t.parents:
-            if p not in seen and include(p):
-                seen.add(p)
-                stack.append((p, False))
+        stack.extend((p, False) for p in t.parents if p not in expanded and include(p))
     return order
 
 

@@ -1,0 +1,353 @@
+"""The graph builder: nodes that read like the seed's tensors and write PROTOCOL.md JSON.
+
+    g = Graph()
+    x = g.input("x", [[1.0, 2.0], [3.0, 4.0]])
+    w = g.parameter("w", [[0.5], [-0.25]])
+    loss = (x @ w).sigmoid().mean()
+    g.to_json(loss, grad_of=loss)       # the body of POST /v1/evaluate
+
+Nothing is computed here. Each op is checked as it is written, with the
+engine's own registry (arity, attributes, shape rule), so a mistake raises
+at the line that made it, with the code the server would answer; and every
+node knows its shape. The methods and operators of `Node` are generated
+from `autograd.registry.OPS`, as `autograd.Tensor`'s are: a new op in the
+registry is a new method here with no edit.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterable, Sequence
+
+import numpy as np
+
+from autograd import DTYPES, OPS, AutogradError, Op
+from autograd.errors import ArityError
+from autograd.graph import ID
+from autograd.registry import PYTHON_OPERATORS, is_number
+
+from . import codec
+from .errors import from_engine
+
+
+class Node:
+    """An input, a parameter, or the result of an op in one Graph."""
+
+    __slots__ = ("graph", "id", "op", "args", "attrs", "shape", "value", "requires_grad")
+    __array_ufunc__ = None  # `ndarray + node` defers to Node.__radd__ (and then refuses)
+
+    def __init__(self, graph: Graph, id: str, *, op: Op | None = None, args: tuple = (),
+                 attrs: dict | None = None, shape: tuple = (), value=None,
+                 requires_grad: bool = False):
+        self.graph, self.id, self.op, self.args = graph, id, op, args
+        self.attrs = attrs or {}
+        self.shape, self.value, self.requires_grad = shape, value, requires_grad
+
+    def __repr__(self) -> str:
+        made = f"{self.op.name}, " if self.op else ""
+        return f"Node({self.id!r}, {made}{self.kind}, shape={self.shape})"
+
+    @property
+    def kind(self) -> str:
+        if self.op is not None:
+            return "node"
+        return "parameter" if self.requires_grad else "input"
+
+    @property
+    def ndim(self) -> int:
+        return len(self.shape)
+
+    @property
+    def size(self) -> int:
+        return math.prod(self.shape)
+
+    def named(self, id: str) -> Node:
+        """Give this node its own id (instead of a generated one); returns the node."""
+        self.graph._rename(self, id)
+        return self
+
+    def T(self) -> Node:  # noqa: N802 (the seed's name)
+        """All axes reversed, as the seed's `.T`."""
+        return build(OPS["transpose"], self)
+
+
+class Graph:
+    """The nodes of one computation, in the order they were made (a topological order)."""
+
+    def __init__(self):
+        self._nodes: list[Node] = []
+        self._by_id: dict[str, Node] = {}
+        self._counter = 0
+
+    def __repr__(self) -> str:
+        return f"Graph({len(self._nodes)} nodes)"
+
+    def __len__(self) -> int:
+        return len(self._nodes)
+
+    def __iter__(self):
+        return iter(self._nodes)
+
+    def __getitem__(self, id: str) -> Node:
+        return self._by_id[id]
+
+    # -- leaves ----------------------------------------------------------------------------
+
+    def input(self, name: str, value) -> Node:
+        """A plain input (the seed's TensorType.INPUT): no gradient unless asked in `wrt`."""
+        return self._leaf(name, value, False)
+
+    def parameter(self, name: str, value) -> Node:
+        """A trainable parameter (TensorType.PARAMETER): in `wrt` by default."""
+        return self._leaf(name, value, True)
+
+    @property
+    def parameters(self) -> list[Node]:
+        return [n for n in self._nodes if n.requires_grad and n.op is None]
+
+    def _leaf(self, name: str, value, requires_grad: bool) -> Node:
+        if np.iscomplexobj(value):
+            raise TypeError(f"input {name!r}: complex values are not supported")
+        try:
+            value = np.array(value, dtype=np.float64)
+        except (TypeError, ValueError) as e:
+            raise TypeError(f"input {name!r} must be numbers: {e}") from None
+        node = Node(self, name, shape=value.shape, value=value, requires_grad=requires_grad)
+        return self._add(node, name)
+
+    def _add(self, node: Node, id: str) -> Node:
+        _check_id(id)
+        if id in self._by_id:
+            raise ValueError(f"id {id!r} is already used in this graph")
+        node.id = id
+        self._by_id[id] = node
+        self._nodes.append(node)
+        return node
+
+    def _fresh_id(self, prefix: str) -> str:
+        while True:
+            id, self._counter = f"{prefix}_{self._counter}", self._counter + 1
+            if id not in self._by_id:
+                return id
+
+    def _rename(self, node: Node, id: str) -> None:
+        _check_id(id)
+        if self._by_id.get(id, node) is not node:
+            raise ValueError(f"id {id!r} is already used in this graph")
+        del self._by_id[node.id]
+        node.id = id
+        self._by_id[id] = node
+
+    # -- the request body ------------------------------------------------------------------
+
+    def to_json(self, *outputs: Node, grad_of: Node | None = None,
+                wrt: Iterable[Node] | None = None, seed=None, dtype: str = "float32",
+                encoding: str | None = None, anomaly: bool = False) -> dict:
+        """The body of POST /v1/evaluate (PROTOCOL.md §1) for these outputs and gradient.
+
+        Only what the outputs and the gradient need is sent. `wrt` defaults to every
+        parameter of the graph; `seed` is the incoming gradient when `grad_of` is not a
+        single element. `encoding` None asks for base64 when a returned tensor is large.
+        """
+        if dtype not in DTYPES:
+            raise ValueError(f"dtype must be one of {list(DTYPES)}, not {dtype!r}")
+        outputs = list(dict.fromkeys(outputs))
+        if grad_of is None:
+            if wrt is not None or seed is not None:
+                raise ValueError("wrt and seed need grad_of")
+            wrt = []
+        else:
+            wrt = list(dict.fromkeys(self.parameters if wrt is None else wrt))
+        extra = [grad_of] if grad_of is not None else []
+        for n in outputs + extra + wrt:
+            self._own(n)
+
+        if outputs or grad_of is not None:
+            nodes = self._needed(outputs + extra + wrt)
+            returned = outputs + wrt
+        else:  # everything; the server returns every node no other node uses
+            nodes = self._nodes
+            used = {id(a) for n in nodes for a in n.args}
+            returned = [n for n in nodes if n.op is not None and id(n) not in used]
+        body: dict = {
+            "inputs": {n.id: {**codec.encode(n.value, dtype), "requires_grad": n.requires_grad}
+                       for n in nodes if n.op is None},
+            "nodes": [_node_json(n) for n in nodes if n.op is not None],
+        }
+        if outputs:
+            body["outputs"] = [n.id for n in outputs]
+        if grad_of is not None:
+            body["grad"] = {"of": grad_of.id, "wrt": [n.id for n in wrt]}
+            if seed is not None:
+                body["grad"]["seed"] = codec.encode(seed, dtype)
+        body["dtype"] = dtype
+        body["encoding"] = encoding or codec.encoding_for(n.size for n in returned)
+        if anomaly:
+            body["anomaly"] = True
+        return body
+
+    def _own(self, node) -> None:
+        if not isinstance(node, Node):
+            raise TypeError(f"expected a Node, not {type(node).__name__}")
+        if node.graph is not self:
+            raise ValueError(f"node {node.id!r} belongs to another Graph")
+
+    def _needed(self, roots: Sequence[Node]) -> list[Node]:
+        """The roots and everything they depend on, in graph order."""
+        seen, stack = {id(n) for n in roots}, list(roots)
+        while stack:
+            for a in stack.pop().args:
+                if isinstance(a, Node) and id(a) not in seen:
+                    seen.add(id(a))
+                    stack.append(a)
+        return [n for n in self._nodes if id(n) in seen]
+
+    # -- a picture -------------------------------------------------------------------------
+
+    def to_dot(self, result=None) -> str:
+        """Graphviz DOT of the graph: ops, ids and shapes; with a Result, values and gradients.
+
+        Render with `dot -Tsvg`, or paste into any Graphviz viewer.
+        """
+        lines = ["digraph gradserve {", "  rankdir=LR;",
+                 '  node [fontname="Helvetica", fontsize=10];']
+        for n in self._nodes:
+            text = [n.id if n.op is None else f"{n.id} = {n.op.name}{_attrs_text(n.attrs)}",
+                    f"{n.kind} {list(n.shape)}" if n.op is None else f"{list(n.shape)}"]
+            if result is not None:
+                if n.id in result.outputs:
+                    text.append("value " + _summary(result.outputs[n.id]))
+                if n.id in result.gradients:
+                    text.append("grad " + _summary(result.gradients[n.id]))
+            style = {"input": "shape=box", "parameter": 'shape=box, style=filled, '
+                     'fillcolor="#fff3c4"', "node": "shape=ellipse"}[n.kind]
+            lines.append(f"  {_q(n.id)} [{style}, label={_q(chr(10).join(text))}];")
+            for k, a in enumerate(n.args):
+                label = f" [label={_q(str(k))}]" if len(n.args) > 1 else ""
+                if isinstance(a, Node):
+                    lines.append(f"  {_q(a.id)} -> {_q(n.id)}{label};")
+                else:
+                    lit = f"{n.id}#{k}"
+                    lines.append(f"  {_q(lit)} [shape=plaintext, label={_q(repr(a))}];")
+                    lines.append(f"  {_q(lit)} -> {_q(n.id)}{label};")
+        lines.append("}")
+        return "\n".join(lines) + "\n"
+
+
+# ---- building one op --------------------------------------------------------------------
+
+def build(op: Op, *args, **attrs) -> Node:
+    """One op applied to nodes (and number literals where the op allows), checked now."""
+    try:
+        if len(args) != op.arity:
+            raise ArityError(f"{op.name} takes {op.arity} argument(s), got {len(args)}")
+        graphs = {id(a.graph): a.graph for a in args if isinstance(a, Node)}
+        if not graphs:
+            raise TypeError(f"{op.name} needs at least one Node argument")
+        if len(graphs) > 1:
+            raise ValueError(f"{op.name}: nodes from different Graphs cannot be mixed; build "
+                             f"the whole computation in one Graph")
+        for i, a in enumerate(args):
+            if not _operand(op, i, a):
+                kind = "a Node or a finite number" if i in op.numbers else "a Node"
+                raise TypeError(f"argument {i} of {op.name} must be {kind}, "
+                                f"not {type(a).__name__}")
+        checked = op.check_attrs(attrs)
+        shapes = [a.shape if isinstance(a, Node) else () for a in args]
+        bound = op.bind(*shapes, **checked) if op.bind else checked
+        shape = tuple(op.shape(*shapes, **bound))
+    except AutogradError as e:
+        raise from_engine(e) from None
+    (graph,) = graphs.values()
+    literals = tuple(a if isinstance(a, Node) else _literal(a) for a in args)
+    given = {name: _jsonable(checked[name]) for name in attrs}
+    node = Node(graph, "", op=op, args=literals, attrs=given, shape=shape)
+    return graph._add(node, graph._fresh_id(op.name))
+
+
+def _operand(op: Op, position: int, value) -> bool:
+    if isinstance(value, Node):
+        return True
+    return position in op.numbers and is_number(value) and math.isfinite(value)
+
+
+def _literal(v):
+    return int(v) if isinstance(v, (int, np.integer)) else float(v)
+
+
+def _jsonable(v):
+    return list(v) if isinstance(v, tuple) else v
+
+
+def _node_json(n: Node) -> dict:
+    out = {"id": n.id, "op": n.op.name,
+           "args": [a.id if isinstance(a, Node) else a for a in n.args]}
+    if n.attrs:
+        out["attrs"] = n.attrs
+    return out
+
+
+def _check_id(id) -> None:
+    if not isinstance(id, str) or not ID.fullmatch(id):
+        raise ValueError(f"id {id!r} must match {ID.pattern}")
+
+
+# ---- methods and operators, generated from the registry (as autograd/tensor.py) ---------
+
+def _function(op: Op):
+    """op(*operands, *attrs, **attrs): the module function and, with self first, the method."""
+    def function(*args, **attrs):
+        operands, attrs = op.split_call(args, attrs)
+        return build(op, *operands, **attrs)
+
+    function.__name__ = function.__qualname__ = op.name
+    function.__doc__ = f"{op.doc}.  Gradient: {op.grad_doc}."
+    return function
+
+
+FUNCTIONS = {name: _function(op) for name, op in OPS.items()}
+
+
+def _operators(op: Op):
+    forward, reflected = PYTHON_OPERATORS[op.operator]
+    if op.operator == "**":
+        def power(self, exponent):
+            return build(op, self, exponent=exponent) if is_number(exponent) else NotImplemented
+        return {forward: power}
+    if op.arity == 1:
+        return {forward: lambda self: build(op, self)}
+
+    def fwd(self, other):
+        return build(op, self, other) if _operand(op, 1, other) else NotImplemented
+
+    def ref(self, other):
+        return build(op, other, self) if _operand(op, 0, other) else NotImplemented
+
+    return {forward: fwd, reflected: ref}
+
+
+for _op in OPS.values():
+    if not hasattr(Node, _op.name):
+        setattr(Node, _op.name, FUNCTIONS[_op.name])
+    if _op.operator:
+        for _name, _fn in _operators(_op).items():
+            setattr(Node, _name, _fn)
+
+
+# ---- DOT helpers ------------------------------------------------------------------------
+
+def _q(text: str) -> str:
+    """A DOT string: JSON's quoting is DOT's (\\" and \\n)."""
+    return json.dumps(text)
+
+
+def _attrs_text(attrs: dict) -> str:
+    return "(" + ", ".join(f"{k}={v}" for k, v in attrs.items()) + ")" if attrs else ""
+
+
+def _summary(a: np.ndarray) -> str:
+    a = np.asarray(a)
+    if a.size <= 4:
+        return np.array2string(a, precision=4, separator=", ", max_line_width=10**6)
+    return f"mean {a.mean():.4g}, min {a.min():.4g}, max {a.max():.4g}"

@@ -1,0 +1,531 @@
+"""Engine benchmarks: the graph runner against the same math hand-written in NumPy.
+
+    python bench/engine.py            # about a minute
+    python bench/engine.py --quick    # about 20 s, fewer and shorter repeats
+
+Sections (issue 2's benchmark, issue 7's targets 1, 2 and 5):
+  1. per-node overhead of forward+backward on a chain of 1000 elementwise ops
+     on a shape-(8,) tensor: plan once then plan.run, plan+run per call, the
+     eager Tensor API, hand-written NumPy (the baseline) and PyTorch eager
+     (when torch is importable);
+  2. one MLP step, 64x784 -> 256 -> 10 with mse_loss, float32;
+  3. sum(exp(sin(x)) * x) on 4M float32 elements, gradient wrt x;
+  4. peak memory of one evaluation (tracemalloc) against the bytes of its
+     inputs, outputs, gradients and the intermediates backward needs.
+Sections 2 and 3 run in fresh subprocesses, once with glibc's default malloc
+and once with its thresholds raised, since page faults can dominate there.
+
+Every figure is the median of several repeats; the cases of a section take
+turns inside each repeat, so that a noisy neighbour slows all of them alike.
+The ratios are the result: absolute times on a shared 2-core machine are not.
+"""
+
+from __future__ import annotations
+
+import os
+
+# One BLAS thread, as each gunicorn worker runs (service/gunicorn.conf.py): set before NumPy.
+for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")
+
+import argparse  # noqa: E402
+import gc  # noqa: E402
+import json  # noqa: E402
+import platform  # noqa: E402
+import statistics  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+import tracemalloc  # noqa: E402
+from collections.abc import Callable  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import numpy as np  # noqa: E402
+
+import autograd  # noqa: E402
+from autograd import Leaf, Tensor  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+
+# glibc keeps freed blocks below these in the heap instead of returning them to the kernel,
+# so a repeated step stops paying page faults. 32 MiB is the most glibc accepts for the first.
+MALLOC_TUNED = {"MALLOC_MMAP_THRESHOLD_": str(32 * 2**20),
+                "MALLOC_TRIM_THRESHOLD_": str(256 * 2**20)}
+
+
+# ---- timing ----------------------------------------------------------------------------
+
+CLOCKS = {"cpu": time.process_time, "wall": time.perf_counter}
+CLOCK_DOC = {"cpu": "CPU seconds of the process that runs the case",
+             "wall": "elapsed seconds"}
+
+
+def sample(fn: Callable[[], object], n: int, clock: Callable[[], float]) -> float:
+    """Seconds for n calls of fn, by `clock`."""
+    gc.collect()
+    t0 = clock()
+    for _ in range(n):
+        fn()
+    return clock() - t0
+
+
+class Timer:
+    """Medians of `repeats` samples; one sample runs a case for about `budget` seconds.
+
+    A case is a function of n that returns the seconds n calls took, so that a case may
+    run in another process (Child). The cases take turns within every repeat, in
+    alternating order, so that a noisy neighbour slows all of them alike.
+    """
+
+    def __init__(self, repeats: int, budget: float, clock: str):
+        self.repeats, self.budget, self.clock = repeats, budget, CLOCKS[clock]
+
+    def local(self, fn: Callable[[], object]) -> Callable[[int], float]:
+        return lambda n: sample(fn, n, self.clock)
+
+    def compare(self, cases: dict[str, Callable[[int], float]]) -> dict[str, dict]:
+        """Seconds per call of each case: {"median", "spread"}."""
+        number = {}
+        for name, case in cases.items():  # warm up, then size each sample to the budget
+            case(1)
+            number[name] = max(1, round(self.budget / max(case(1), 1e-9)))
+        samples: dict[str, list[float]] = {name: [] for name in cases}
+        names = list(cases)
+        for r in range(self.repeats):
+            for name in names if r % 2 == 0 else reversed(names):
+                samples[name].append(cases[name](number[name]) / number[name])
+        return {name: summary(s) for name, s in samples.items()}
+
+
+def summary(samples: list[float]) -> dict:
+    """The median, and the spread (interquartile range over the median) to judge the noise."""
+    med = statistics.median(samples)
+    q = statistics.quantiles(samples, n=4) if len(samples) > 1 else [med, med, med]
+    return {"median": med, "spread": (q[2] - q[0]) / med if med else 0.0}
+
+
+def verdict(what: str, ratio: float, limit: float) -> str:
+    """A target line: PASS when `ratio` is at most `limit`."""
+    mark = "PASS" if ratio <= limit else "MISS"
+    return f"  {mark}  {what}: {ratio:.2f}x (target <= {limit:g}x)"
+
+
+def table(header: tuple[str, ...], rows: list[tuple], widths: tuple[int, ...]) -> str:
+    lines = ["  " + "".join(f"{h:>{w}}" if i else f"{h:<{w}}" for i, (h, w)
+                            in enumerate(zip(header, widths, strict=True)))]
+    for row in rows:
+        lines.append("  " + "".join(f"{c:>{w}}" if i else f"{c:<{w}}" for i, (c, w)
+                                    in enumerate(zip(row, widths, strict=True))))
+    return "\n".join(lines)
+
+
+def pct(spread: float) -> str:
+    return f"{100 * spread:.0f}%"
+
+
+def check(what: str, got, want, rtol: float, atol: float = 0.0) -> None:
+    """The cases must compute the same numbers, or their times mean nothing."""
+    got, want = np.asarray(got), np.asarray(want)
+    if got.shape != want.shape or not np.allclose(got, want, rtol=rtol, atol=atol):
+        sys.exit(f"bench/engine.py: {what} disagrees with the baseline: "
+                 f"max |diff| {np.max(np.abs(got - want)):.3g}")
+
+
+# ---- 1. per-node overhead --------------------------------------------------------------
+
+# One cycle of the chain: values settle near 0.80 and every gradient stays a normal float32
+# (about 1e-14 after 1000 ops), so no denormal arithmetic slows any case.
+CYCLE = ("exp", "sin", "tanh", 1.2)
+NUMPY_RULES = {  # name: (forward, gradient from (x, y, g)), written as by hand
+    "exp": (np.exp, lambda x, y, g: g * y),
+    "sin": (np.sin, lambda x, y, g: g * np.cos(x)),
+    "tanh": (np.tanh, lambda x, y, g: g * (1 - y * y)),
+}
+
+
+def chain_steps(n: int) -> list:
+    return [CYCLE[k % len(CYCLE)] for k in range(n)]
+
+
+def chain_graph(n: int) -> list[dict]:
+    nodes, prev = [], "x"
+    for k, step in enumerate(chain_steps(n)):
+        args = [prev] if isinstance(step, str) else [prev, step]
+        nodes.append({"id": f"n{k}", "op": step if isinstance(step, str) else "mul",
+                      "args": args})
+        prev = f"n{k}"
+    return nodes
+
+
+def numpy_chain(x, seed, steps):
+    tape = []
+    for step in steps:
+        y = NUMPY_RULES[step][0](x) if isinstance(step, str) else x * step
+        tape.append((step, x, y))
+        x = y
+    g = seed
+    for step, x, y in reversed(tape):
+        g = NUMPY_RULES[step][1](x, y, g) if isinstance(step, str) else g * step
+    return g
+
+
+def eager_chain(x0, seed, steps):
+    x = y = Tensor(x0, requires_grad=True)
+    for step in steps:
+        y = getattr(y, step)() if isinstance(step, str) else y * step
+    y.backward(seed)
+    return x.grad
+
+
+def torch_chain(torch, x0, seed, steps):
+    x = y = torch.tensor(x0, requires_grad=True)
+    for step in steps:
+        y = getattr(torch, step)(y) if isinstance(step, str) else y * step
+    y.backward(seed)
+    return x.grad
+
+
+def bench_chain(timer: Timer, n: int, use_torch: bool) -> list[str]:
+    x0 = np.linspace(-1, 1, 8, dtype=np.float32)
+    seed = np.ones(8, np.float32)
+    steps, nodes = chain_steps(n), chain_graph(n)
+    grad = {"of": nodes[-1]["id"], "wrt": ["x"]}
+    leaves = {"x": Leaf((8,), True)}
+    planned = autograd.plan(nodes, leaves, outputs=[grad["of"]], grad=grad, seed_shape=(8,))
+    arrays = {"x": x0}
+
+    def full():
+        p = autograd.plan(nodes, leaves, outputs=[grad["of"]], grad=grad, seed_shape=(8,))
+        return p.run(arrays, seed)
+
+    cases = {
+        "hand-written NumPy (baseline)": lambda: numpy_chain(x0, seed, steps),
+        "(a) plan once, then plan.run": lambda: planned.run(arrays, seed),
+        "(b) plan + run, per call": full,
+        "(c) eager Tensor + .backward()": lambda: eager_chain(x0, seed, steps),
+    }
+    want = numpy_chain(x0, seed, steps)
+    if not (np.isfinite(want).all() and np.abs(want).min() > 1e-30):
+        sys.exit("bench/engine.py: the chain's gradient left the normal float32 range")
+    check("plan.run's chain gradient", planned.run(arrays, seed).gradients["x"], want, 1e-4)
+    check("plan+run's chain gradient", full().gradients["x"], want, 1e-4)
+    check("the eager chain gradient", eager_chain(x0, seed, steps), want, 1e-4)
+
+    torch = _torch() if use_torch else None
+    if torch is not None:
+        tseed = torch.from_numpy(seed)
+        cases["PyTorch eager"] = lambda: torch_chain(torch, x0, tseed, steps)
+        check("PyTorch's chain gradient", torch_chain(torch, x0, tseed, steps).numpy(), want,
+              1e-3)
+    t = timer.compare({name: timer.local(fn) for name, fn in cases.items()})
+    base = t["hand-written NumPy (baseline)"]["median"]
+    tt = t["PyTorch eager"]["median"] if torch is not None else None
+    rows = []
+    for name, r in t.items():
+        row = (name, f"{r['median'] / n * 1e6:.2f}", pct(r["spread"]),
+               f"{r['median'] / base:.2f}", f"{r['median'] / tt:.2f}" if tt else "-")
+        rows.append(row)
+    out = [f"(1) per-node overhead: forward+backward through a chain of {n} elementwise ops "
+           f"(exp, sin, tanh, *1.2) on shape (8,), float32",
+           table(("case", "µs/node", "spread", "x NumPy", "x torch"), rows,
+                 (34, 10, 9, 10, 10))]
+    if torch is None:
+        out.append("  (no torch column: torch is not importable; `pip install torch==2.13.0`)")
+    for name, label in (("(a) plan once, then plan.run", "per-node, plan.run"),
+                        ("(b) plan + run, per call", "per-node, plan + run")):
+        out.append(verdict(f"{label} vs hand-written NumPy (issue 7 target 1)",
+                           t[name]["median"] / base, 2.0))
+    if tt:
+        out.append(verdict("per-node, plan.run vs PyTorch eager (issue 2: below torch)",
+                           t["(a) plan once, then plan.run"]["median"] / tt, 1.0))
+    return out
+
+
+def _torch():
+    try:
+        import torch
+    except ImportError:
+        return None
+    torch.set_num_threads(1)
+    return torch
+
+
+# ---- 2. MLP step ---------------------------------------------------------------------------
+
+MLP_NODES = [
+    {"id": "h", "op": "matmul", "args": ["x", "W1"]},
+    {"id": "z", "op": "add", "args": ["h", "b1"]},
+    {"id": "a", "op": "relu", "args": ["z"]},
+    {"id": "o", "op": "matmul", "args": ["a", "W2"]},
+    {"id": "p", "op": "add", "args": ["o", "b2"]},
+    {"id": "loss", "op": "mse_loss", "args": ["p", "t"]},
+]
+MLP_PARAMS = ("W1", "b1", "W2", "b2")
+
+
+def mlp_arrays() -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(0)
+    f32 = np.float32
+    return {"x": rng.standard_normal((64, 784), f32),
+            "W1": rng.standard_normal((784, 256), f32) / f32(28),
+            "b1": rng.standard_normal(256, f32) / f32(10),
+            "W2": rng.standard_normal((256, 10), f32) / f32(16),
+            "b2": rng.standard_normal(10, f32) / f32(10),
+            "t": rng.standard_normal((64, 10), f32)}
+
+
+def mlp_plan(arrays):
+    leaves = {k: Leaf(a.shape, k in MLP_PARAMS) for k, a in arrays.items()}
+    return autograd.plan(MLP_NODES, leaves, outputs=["loss"],
+                         grad={"of": "loss", "wrt": list(MLP_PARAMS)})
+
+
+def numpy_mlp(x, W1, b1, W2, b2, t):  # noqa: N803 (the math's names)
+    """Forward and backprop by hand, the graph's math; no gradient for x."""
+    z = x @ W1 + b1
+    a = np.maximum(z, 0)
+    d = a @ W2 + b2 - t
+    loss = np.mean(np.square(d))
+    dp = d * np.float32(2 / d.size)
+    da = np.where(a > 0, dp @ W2.T, 0)
+    return loss, {"W1": x.T @ da, "b1": da.sum(0), "W2": a.T @ dp, "b2": dp.sum(0)}
+
+
+def mlp_cases() -> dict[str, Callable[[], object]]:
+    arrays = mlp_arrays()
+    planned = mlp_plan(arrays)
+    loss, want = numpy_mlp(**arrays)
+    got = planned.run(arrays)
+    check("the MLP loss", got.outputs["loss"], loss, 1e-5)
+    for k in MLP_PARAMS:
+        check(f"the MLP gradient of {k}", got.gradients[k], want[k], 1e-4, 1e-6)
+    return {"hand-written NumPy (baseline)": lambda: numpy_mlp(**arrays),
+            "plan once, then plan.run": lambda: planned.run(arrays),
+            "plan + run, per call": lambda: mlp_plan(arrays).run(arrays)}
+
+
+# ---- 3. a large elementwise graph ---------------------------------------------------------
+
+BIG = 4 * 2**20
+BIG_NODES = [
+    {"id": "s", "op": "sin", "args": ["x"]},
+    {"id": "e", "op": "exp", "args": ["s"]},
+    {"id": "m", "op": "mul", "args": ["e", "x"]},
+    {"id": "y", "op": "sum", "args": ["m"]},
+]
+
+
+def big_input() -> np.ndarray:
+    return np.random.default_rng(1).uniform(-2, 2, BIG).astype(np.float32)
+
+
+def big_plan():
+    return autograd.plan(BIG_NODES, {"x": Leaf((BIG,), True)}, outputs=["y"],
+                         grad={"of": "y", "wrt": ["x"]})
+
+
+def numpy_big(x):
+    """y = Σ e·x with e = exp(sin x); dy/dx = e + x·e·cos x, as one would write it."""
+    e = np.exp(np.sin(x))
+    y = np.sum(e * x)
+    return y, e + x * e * np.cos(x)
+
+
+def big_cases() -> dict[str, Callable[[], object]]:
+    x = big_input()
+    planned = big_plan()
+    y, want = numpy_big(x)
+    got = planned.run({"x": x})
+    check("sum(exp(sin(x)) * x)", got.outputs["y"], y, 1e-3)
+    check("its gradient", got.gradients["x"], want, 1e-4, 1e-5)
+    return {"hand-written NumPy (baseline)": lambda: numpy_big(x),
+            "plan once, then plan.run": lambda: planned.run({"x": x})}
+
+
+# ---- sections 2 and 3 in fresh processes, one per malloc setting ----------------------
+
+SECTIONS = {  # name: (cases, title, unit)
+    "mlp": (mlp_cases, "(2) MLP step: x 64x784 @ W1 + b1 -> relu -> @ W2 + b2 -> mse_loss, "
+            "gradients of W1 b1 W2 b2, float32", "ms/step"),
+    "elementwise": (big_cases, "(3) sum(exp(sin(x)) * x), x of 4M float32, gradient wrt x",
+                    "ms/eval"),
+}
+MALLOC_SETTINGS = {"default malloc": {}, "malloc raised": MALLOC_TUNED}
+
+
+class Child:
+    """A fresh Python that builds a section's cases, then times one on each request.
+
+    Its lines: it prints the case names once (after checking their results), then
+    answers each "n name" line on stdin with the seconds that n calls took.
+    """
+
+    def __init__(self, section: str, malloc: dict, clock: str):
+        env = {k: v for k, v in os.environ.items() if k not in MALLOC_TUNED}
+        env.update(malloc)
+        self.proc = subprocess.Popen([sys.executable, __file__, "--child", section,
+                                      "--clock", clock], env=env, text=True,
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+        self.names = json.loads(self._read())
+
+    def _read(self) -> str:
+        line = self.proc.stdout.readline()
+        if not line:
+            sys.exit(f"bench/engine.py: a child exited ({self.proc.wait()}); see above")
+        return line
+
+    def case(self, name: str) -> Callable[[int], float]:
+        def run(n: int) -> float:
+            self.proc.stdin.write(f"{n} {name}\n")
+            self.proc.stdin.flush()
+            return float(self._read())
+        return run
+
+    def close(self) -> None:
+        self.proc.stdin.close()
+        self.proc.wait()
+
+
+def serve_child(section: str, clock: str) -> None:
+    cases = SECTIONS[section][0]()
+    print(json.dumps(list(cases)), flush=True)
+    for line in sys.stdin:
+        n, name = line.rstrip("\n").split(" ", 1)
+        print(repr(sample(cases[name], int(n), CLOCKS[clock])), flush=True)
+
+
+def bench_in_children(timer: Timer, section: str, clock: str) -> list[str]:
+    """Both malloc settings' cases in one comparison, so they take turns like the rest."""
+    _, title, unit = SECTIONS[section]
+    children = {setting: Child(section, env, clock) for setting, env in MALLOC_SETTINGS.items()}
+    try:
+        t = timer.compare({f"{name} [{setting}]": child.case(name)
+                           for setting, child in children.items() for name in child.names})
+    finally:
+        for child in children.values():
+            child.close()
+    rows, lines = [], []
+    for setting, child in children.items():
+        base = t[f"{child.names[0]} [{setting}]"]["median"]
+        for name in child.names:
+            r = t[f"{name} [{setting}]"]
+            rows.append((f"{name} [{setting}]", f"{r['median'] * 1e3:.3f}", pct(r["spread"]),
+                         f"{r['median'] / base:.2f}"))
+        ratio = t[f"plan once, then plan.run [{setting}]"]["median"] / base
+        lines.append(verdict(f"plan.run vs hand-written NumPy, {setting} (issue 7 target 2)",
+                             ratio, 1.15))
+    default, raised = MALLOC_SETTINGS
+    for name in children[default].names:
+        ratio = t[f"{name} [{raised}]"]["median"] / t[f"{name} [{default}]"]["median"]
+        lines.append(f"  time with malloc raised / default malloc, {name}: {ratio:.2f}")
+    return [title, table(("case [malloc]", unit, "spread", "x NumPy"), rows,
+                         (50, 10, 9, 10))] + lines
+
+
+# ---- 4. peak memory ----------------------------------------------------------------------
+
+def traced_peak(fn: Callable[[], object]) -> int:
+    """Bytes allocated at the peak while `fn` runs, above what existed when it started."""
+    gc.collect()
+    tracemalloc.start()
+    try:
+        base = tracemalloc.get_traced_memory()[0]
+        tracemalloc.reset_peak()
+        result = fn()
+        peak = tracemalloc.get_traced_memory()[1] - base
+    finally:
+        tracemalloc.stop()
+    del result
+    return peak
+
+
+def bench_memory() -> list[str]:
+    """Peak over needed bytes. Needed: inputs, outputs, gradients, and what backward reads
+    (MLP: a = relu(z) and the prediction p; 4M: e = exp(sin x)), listed here by hand."""
+    rows = []
+    arrays = mlp_arrays()
+    inputs = sum(a.nbytes for a in arrays.values())
+    params = sum(arrays[k].nbytes for k in MLP_PARAMS)
+    saved = (64 * 256 + 64 * 10) * 4
+    need = inputs + 4 + params + saved
+    planned = mlp_plan(arrays)
+    rows.append(("MLP step", need, inputs + traced_peak(lambda: planned.run(arrays)),
+                 inputs + traced_peak(lambda: numpy_mlp(**arrays))))
+    x = big_input()
+    need = x.nbytes + 4 + x.nbytes + x.nbytes
+    planned = big_plan()
+    rows.append(("sum(exp(sin(x)) * x), 4M", need,
+                 x.nbytes + traced_peak(lambda: planned.run({"x": x})),
+                 x.nbytes + traced_peak(lambda: numpy_big(x))))
+    out = ["(4) peak memory of one evaluation (tracemalloc, inputs included) vs the bytes of "
+           "inputs + outputs + gradients + intermediates backward needs",
+           table(("graph", "needed MB", "plan.run MB", "x needed", "NumPy MB", "x needed"),
+                 [(n, f"{need / 1e6:.2f}", f"{e / 1e6:.2f}", f"{e / need:.2f}",
+                   f"{h / 1e6:.2f}", f"{h / need:.2f}") for n, need, e, h in rows],
+                 (28, 11, 13, 10, 11, 10))]
+    out += [verdict(f"peak memory, {n} (issue 7 target 5)", e / need, 1.5)
+            for n, need, e, _ in rows]
+    return out
+
+
+# ---- main ------------------------------------------------------------------------------
+
+def header(args) -> list[str]:
+    torch = _torch() if args.torch else None
+    blas = os.environ.get("OPENBLAS_NUM_THREADS")
+    return [f"gradserve engine bench, {time.strftime('%Y-%m-%d %H:%M')}, "
+            f"{platform.node()} ({os.cpu_count()} cores, {platform.machine()})",
+            f"  Python {platform.python_version()}, NumPy {np.__version__}, "
+            f"torch {torch.__version__ if torch else 'not importable'}, "
+            f"BLAS threads {blas}, repeats {args.repeats}, ~{args.budget:g} s per sample",
+            f"  times are medians by {args.clock} clock ({CLOCK_DOC[args.clock]}); "
+            "spread = interquartile range / median"]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--quick", action="store_true", help="fewer, shorter repeats (~20 s)")
+    ap.add_argument("--only", default="chain,mlp,elementwise,memory",
+                    help="comma-separated sections: chain, mlp, elementwise, memory")
+    ap.add_argument("--nodes", type=int, default=1000, help="length of the chain in (1)")
+    ap.add_argument("--no-torch", dest="torch", action="store_false",
+                    help="leave PyTorch out even when importable")
+    ap.add_argument("--repeats", type=int, help="samples per case (default 21, quick 7)")
+    ap.add_argument("--budget", type=float, help="seconds per sample (default 0.1, quick 0.03)")
+    ap.add_argument("--clock", choices=CLOCKS, default="cpu",
+                    help="cpu: this process's CPU time, which a busy neighbour disturbs less; "
+                         "wall: elapsed time")
+    ap.add_argument("--child", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.child:
+        serve_child(args.child, args.clock)
+        return
+    args.repeats = args.repeats or (7 if args.quick else 21)
+    args.budget = args.budget or (0.03 if args.quick else 0.1)
+    timer = Timer(args.repeats, args.budget, args.clock)
+
+    only = args.only.split(",")
+    unknown = set(only) - {"chain", "memory", *SECTIONS}
+    if unknown:
+        ap.error(f"unknown sections {sorted(unknown)}")
+    t0 = time.monotonic()
+    print("\n".join(header(args)), flush=True)
+    if "chain" in only:
+        print("\n" + "\n".join(bench_chain(timer, args.nodes, args.torch)), flush=True)
+    for section in SECTIONS:
+        if section in only:
+            print("\n" + "\n".join(bench_in_children(timer, section, args.clock)), flush=True)
+    if "mlp" in only or "elementwise" in only:
+        print("  (each [malloc] runs in a fresh process; malloc raised = "
+              + " ".join(f"{k}={v}" for k, v in MALLOC_TUNED.items()) + ")")
+    if "memory" in only:
+        print("\n" + "\n".join(bench_memory()), flush=True)
+    flags = ["--quick" if args.quick else "",
+             f"--only {args.only}" if args.only != ap.get_default("only") else "",
+             "--clock wall" if args.clock == "wall" else ""]
+    rerun = " ".join(["python bench/engine.py", *filter(None, flags)])
+    print(f"\ntook {time.monotonic() - t0:.0f} s; rerun: {rerun}")
+
+
+if __name__ == "__main__":
+    main()

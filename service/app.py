@@ -7,14 +7,15 @@ import importlib.metadata
 import logging
 from dataclasses import dataclass
 
-from flask import Flask, Response, current_app, request
+from flask import Flask, Response, current_app, g, request
 
 from autograd import DTYPES, OPS
 
-from . import codec, errors, openapi
+from . import codec, errors, observability, openapi
 from . import evaluate as evaluation
 from .config import Settings
 from .errors import ApiError
+from .metrics import metrics
 from .openapi import Route
 from .schemas import EvaluateRequest, EvaluateResponse, Info, OpsList, Status
 
@@ -49,7 +50,9 @@ def evaluate():
     if not isinstance(doc, dict):
         raise ApiError(400, "malformed_json", "the body must be a JSON object")
     req = EvaluateRequest.model_validate(doc)
-    return json_response(evaluation.evaluate(req, doc["nodes"], runtime().settings))
+    body = evaluation.evaluate(req, doc["nodes"], runtime().settings)
+    g.stats = body["stats"]  # for the request's log line and metrics (observability.py)
+    return json_response(body)
 
 
 def info():
@@ -89,6 +92,10 @@ ROUTES = [
           auth=False),
     Route("GET", "/readyz", readyz, "Readiness: 503 while starting or draining", Status,
           errors=(503,), auth=False),
+    # Behind the API keys when there are some: the figures tell who uses the service how
+    # much. Prometheus sends the key as a bearer token (authorization.credentials_file).
+    Route("GET", "/metrics", metrics, "Prometheus metrics, summed over every worker", None,
+          media="text/plain", errors=(429,)),
 ]
 _BY_ENDPOINT = {r.view.__name__: r for r in ROUTES}
 
@@ -133,6 +140,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     app.extensions["gradserve"] = Runtime(settings)
     errors.init_app(app)
+    observability.init_app(app, settings.log_level)
     for r in ROUTES:
         # no automatic OPTIONS: it would pass the guard as the route's method and get a 415
         app.add_url_rule(r.path, endpoint=r.view.__name__, view_func=r.view, methods=[r.method],

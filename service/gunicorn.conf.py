@@ -4,6 +4,7 @@
 """
 
 import os
+import tempfile
 
 # One BLAS thread per worker, set before NumPy is first imported: the workers are the
 # parallelism, and a worker's threads would only fight its siblings for the cores.
@@ -11,10 +12,26 @@ for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS",
              "VECLIB_MAXIMUM_THREADS", "NUMEXPR_NUM_THREADS"):
     os.environ.setdefault(_var, "1")
 
+_SHM = "/dev/shm" if os.path.isdir("/dev/shm") else None  # RAM-backed where there is one
+
+# Prometheus multiprocess mode (service/metrics.py): each worker writes its figures to files
+# in one directory and /metrics sums them. It must be chosen before prometheus_client is first
+# imported (the app is preloaded after this file runs): a fresh directory, unless the
+# environment names one.
+if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="gradserve-metrics-",
+                                                              dir=_SHM)
+    os.environ["_GRADSERVE_OWNS_METRICS_DIR"] = "1"  # env, not a global: survives a HUP reload
+os.makedirs(os.environ["PROMETHEUS_MULTIPROC_DIR"], exist_ok=True)
+
+import glob  # noqa: E402
 import logging  # noqa: E402
 import resource  # noqa: E402
+import shutil  # noqa: E402
 import signal  # noqa: E402
 import threading  # noqa: E402
+
+from prometheus_client import multiprocess  # noqa: E402
 
 from service.config import Settings  # noqa: E402
 
@@ -33,7 +50,7 @@ keepalive = 2
 # Recycle workers now and then so that no slow leak outlives them.
 max_requests = 20000
 max_requests_jitter = 2000
-worker_tmp_dir = "/dev/shm" if os.path.isdir("/dev/shm") else None
+worker_tmp_dir = _SHM
 proc_name = "gradserve"
 loglevel = _settings.log_level
 errorlog = "-"
@@ -75,3 +92,20 @@ def when_ready(server):
             "\n" + "!" * 78 + "\n!! gradserve is listening on %s WITHOUT API KEYS: anyone who can"
             " reach it\n!! can use it. Set GRADSERVE_API_KEYS, or bind to 127.0.0.1.\n"
             + "!" * 78, _settings.bind)
+
+
+def on_starting(server):
+    """Metrics start from zero: files left in the directory by an earlier run (a restarted
+    container's) would add that run's counts. Runs once in the master, before any fork."""
+    for path in glob.glob(os.path.join(os.environ["PROMETHEUS_MULTIPROC_DIR"], "*.db")):
+        os.remove(path)
+
+
+def child_exit(server, worker):
+    """A dead worker's counts stay in the sums; its in-flight gauge leaves them."""
+    multiprocess.mark_process_dead(worker.pid)
+
+
+def on_exit(server):
+    if os.environ.get("_GRADSERVE_OWNS_METRICS_DIR"):
+        shutil.rmtree(os.environ["PROMETHEUS_MULTIPROC_DIR"], ignore_errors=True)

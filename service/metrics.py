@@ -1,0 +1,59 @@
+"""Prometheus metrics and GET /metrics.
+
+Under gunicorn every worker is its own process, so the figures live in files
+under PROMETHEUS_MULTIPROC_DIR (service/gunicorn.conf.py sets it before this
+module is imported) and /metrics sums every worker's, dead ones' included.
+Without that variable (Flask's test client, a single process) the ordinary
+in-process registry answers.
+"""
+
+from __future__ import annotations
+
+import os
+
+from flask import Response
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    REGISTRY,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+    multiprocess,
+)
+
+REQUESTS = Counter("gradserve_requests", "Requests answered, by endpoint and status",
+                   ["endpoint", "status"])
+LATENCY = Histogram("gradserve_request_duration_seconds", "Time to answer a request, by endpoint",
+                    ["endpoint"], buckets=(.001, .0025, .005, .01, .025, .05, .1, .25, .5,
+                                           1, 2.5, 5, 10, 30, 60))
+NODES = Counter("gradserve_nodes_evaluated", "Graph nodes evaluated")
+BYTES_IN = Counter("gradserve_request_bytes", "Request body bytes received, by endpoint",
+                   ["endpoint"])
+BYTES_OUT = Counter("gradserve_response_bytes", "Response body bytes sent, by endpoint",
+                    ["endpoint"])
+# livesum: a dead worker's requests are no longer in flight (gunicorn.conf.py's child_exit).
+IN_FLIGHT = Gauge("gradserve_requests_in_flight", "Requests being answered now",
+                  multiprocess_mode="livesum")
+
+
+def observe(endpoint: str, status: int, seconds: float, bytes_in: int, bytes_out: int,
+            nodes: int | None) -> None:
+    """Count one answered request."""
+    REQUESTS.labels(endpoint, str(status)).inc()
+    LATENCY.labels(endpoint).observe(seconds)
+    BYTES_IN.labels(endpoint).inc(bytes_in)
+    BYTES_OUT.labels(endpoint).inc(bytes_out)
+    if nodes:
+        NODES.inc(nodes)
+
+
+def metrics() -> Response:
+    """The Prometheus text exposition, summed over every gunicorn worker."""
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)
+    else:
+        registry = REGISTRY
+    return Response(generate_latest(registry), content_type=CONTENT_TYPE_LATEST)

@@ -40,7 +40,7 @@ def build(routes: list[Route], version: str) -> dict:
             op["requestBody"] = {"required": True, "content": {"application/json": {
                 "schema": refs[(r.request, "validation")]}}}
         ok = {"schema": refs[(r.response, "validation")]} if r.response else {
-            "schema": {"type": "string"}}
+            "schema": {"type": "object" if r.media == "application/json" else "string"}}
         op["responses"]["200"] = {"description": "OK", "content": {r.media: ok}}
         statuses = set(r.errors) | {500} | ({401} if r.auth else set())
         for status in sorted(statuses):

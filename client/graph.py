@@ -348,6 +348,7 @@ def _attrs_text(attrs: dict) -> str:
 
 def _summary(a: np.ndarray) -> str:
     a = np.asarray(a)
-    if a.size <= 4:
-        return np.array2string(a, precision=4, separator=", ", max_line_width=10**6)
+    if a.size <= 8:
+        text = np.array2string(a, separator=", ", formatter={"float_kind": "{:.4g}".format})
+        return text.replace("\n", "")
     return f"mean {a.mean():.4g}, min {a.min():.4g}, max {a.max():.4g}"

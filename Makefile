@@ -27,8 +27,13 @@ test: $(VENV)/.stamp-test
 lint: $(VENV)/.stamp-test
 	$(BIN)/ruff check .
 
+# PyTorch only adds a column to bench/engine.py; `make bench BENCH_TORCH=` skips it. Pin the
+# CPU build's version: an unpinned torch from PyPI pulls a multi-GB CUDA build.
+BENCH_TORCH ?= torch==2.13.0
 bench: $(VENV)/.stamp-bench
-	$(BIN)/python bench/engine.py
+	$(if $(BENCH_TORCH),$(BIN)/python -m pip install -q '$(BENCH_TORCH)' || echo "$(BENCH_TORCH) not installed: bench/engine.py runs without its torch column")
+	$(BIN)/python bench/engine.py $(BENCH_ARGS)
+	$(BIN)/python bench/http.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .hypothesis

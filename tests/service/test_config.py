@@ -16,6 +16,7 @@ from autograd import Leaf, LimitExceeded, Plan
 from service.config import Settings
 from service.evaluate import limits
 
+
 @pytest.fixture(autouse=True)
 def clean_env(monkeypatch):
     """Each test sees only the GRADSERVE_* variables it sets."""

@@ -116,12 +116,16 @@ def raise_problem(status: int, body: dict, response=None):
     raise error_class(status)(body, status=status, response=response)
 
 
+def pointer(path) -> str:
+    """RFC 6901: a path of keys and indexes into the request body as a JSON Pointer."""
+    return "".join("/" + str(p).replace("~", "~0").replace("/", "~1") for p in path)
+
+
 def from_engine(e) -> GradserveError:
     """An `autograd.AutogradError` as the error the server would have answered with."""
     status = ENGINE_STATUS.get(e.code, 422)
-    pointer = "".join("/" + str(p).replace("~", "~0").replace("/", "~1") for p in e.path)
     return error_class(status)(problem(status, e.code, e.detail,
-                                       [{"pointer": pointer, "detail": e.detail}]))
+                                       [{"pointer": pointer(e.path), "detail": e.detail}]))
 
 
 # RFC 9110's names where Python's HTTPStatus still has the older ones, as the server writes them.

@@ -17,7 +17,7 @@ import time
 from autograd import DTYPES, OPS, AutogradError, Limits, evaluate
 
 from . import codec
-from .errors import ValidationError, error_class, from_engine, problem
+from .errors import ValidationError, error_class, from_engine, pointer, problem
 from .result import Result
 from .session import VERSION, BaseClient
 
@@ -74,4 +74,6 @@ def _decode(t: dict, dtype: str, where: tuple):
     try:
         return codec.decode(t, dtype)
     except (KeyError, TypeError, ValueError, binascii.Error) as e:
-        raise ValidationError(problem(422, "bad_tensor", f"{'/'.join(where)}: {e}")) from None
+        at = pointer(where)
+        raise ValidationError(problem(422, "bad_tensor", f"{at}: {e}",
+                                      [{"pointer": at, "detail": str(e)}])) from None

@@ -37,10 +37,10 @@ class Node:
     __slots__ = ("graph", "id", "op", "args", "attrs", "shape", "value", "requires_grad")
     __array_ufunc__ = None  # `ndarray + node` defers to Node.__radd__ (and then refuses)
 
-    def __init__(self, graph: Graph, id: str, *, op: Op | None = None, args: tuple = (),
+    def __init__(self, graph: Graph, name: str, *, op: Op | None = None, args: tuple = (),
                  attrs: dict | None = None, shape: tuple = (), value=None,
                  requires_grad: bool = False):
-        self.graph, self.id, self.op, self.args = graph, id, op, args
+        self.graph, self.id, self.op, self.args = graph, name, op, args
         self.attrs = attrs or {}
         self.shape, self.value, self.requires_grad = shape, value, requires_grad
 
@@ -62,9 +62,9 @@ class Node:
     def size(self) -> int:
         return math.prod(self.shape)
 
-    def named(self, id: str) -> Node:
+    def named(self, name: str) -> Node:
         """Give this node its own id (instead of a generated one); returns the node."""
-        self.graph._rename(self, id)
+        self.graph._rename(self, name)
         return self
 
     def T(self) -> Node:  # noqa: N802 (the seed's name)
@@ -89,8 +89,8 @@ class Graph:
     def __iter__(self):
         return iter(self._nodes)
 
-    def __getitem__(self, id: str) -> Node:
-        return self._by_id[id]
+    def __getitem__(self, name: str) -> Node:
+        return self._by_id[name]
 
     # -- leaves ----------------------------------------------------------------------------
 
@@ -116,28 +116,28 @@ class Graph:
         node = Node(self, name, shape=value.shape, value=value, requires_grad=requires_grad)
         return self._add(node, name)
 
-    def _add(self, node: Node, id: str) -> Node:
-        _check_id(id)
-        if id in self._by_id:
-            raise ValueError(f"id {id!r} is already used in this graph")
-        node.id = id
-        self._by_id[id] = node
+    def _add(self, node: Node, name: str) -> Node:
+        _check_id(name)
+        if name in self._by_id:
+            raise ValueError(f"id {name!r} is already used in this graph")
+        node.id = name
+        self._by_id[name] = node
         self._nodes.append(node)
         return node
 
     def _fresh_id(self, prefix: str) -> str:
         while True:
-            id, self._counter = f"{prefix}_{self._counter}", self._counter + 1
-            if id not in self._by_id:
-                return id
+            name, self._counter = f"{prefix}_{self._counter}", self._counter + 1
+            if name not in self._by_id:
+                return name
 
-    def _rename(self, node: Node, id: str) -> None:
-        _check_id(id)
-        if self._by_id.get(id, node) is not node:
-            raise ValueError(f"id {id!r} is already used in this graph")
+    def _rename(self, node: Node, name: str) -> None:
+        _check_id(name)
+        if self._by_id.get(name, node) is not node:
+            raise ValueError(f"id {name!r} is already used in this graph")
         del self._by_id[node.id]
-        node.id = id
-        self._by_id[id] = node
+        node.id = name
+        self._by_id[name] = node
 
     # -- the request body ------------------------------------------------------------------
 
@@ -288,9 +288,9 @@ def _node_json(n: Node) -> dict:
     return out
 
 
-def _check_id(id) -> None:
-    if not isinstance(id, str) or not ID.fullmatch(id):
-        raise ValueError(f"id {id!r} must match {ID.pattern}")
+def _check_id(name) -> None:
+    if not isinstance(name, str) or not ID.fullmatch(name):
+        raise ValueError(f"id {name!r} must match {ID.pattern}")
 
 
 # ---- methods and operators, generated from the registry (as autograd/tensor.py) ---------

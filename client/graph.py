@@ -168,8 +168,8 @@ class Graph:
             returned = outputs + wrt
         else:  # everything; the server returns every node no other node uses
             nodes = self._nodes
-            used = {id(a) for n in nodes for a in n.args}
-            returned = [n for n in nodes if n.op is not None and id(n) not in used]
+            used = {a for n in nodes for a in n.args if isinstance(a, Node)}
+            returned = [n for n in nodes if n.op is not None and n not in used]
         body: dict = {
             "inputs": {n.id: {**codec.encode(n.value, dtype), "requires_grad": n.requires_grad}
                        for n in nodes if n.op is None},
@@ -195,13 +195,13 @@ class Graph:
 
     def _needed(self, roots: Sequence[Node]) -> list[Node]:
         """The roots and everything they depend on, in graph order."""
-        seen, stack = {id(n) for n in roots}, list(roots)
+        seen, stack = set(roots), list(roots)
         while stack:
             for a in stack.pop().args:
-                if isinstance(a, Node) and id(a) not in seen:
-                    seen.add(id(a))
+                if isinstance(a, Node) and a not in seen:
+                    seen.add(a)
                     stack.append(a)
-        return [n for n in self._nodes if id(n) in seen]
+        return [n for n in self._nodes if n in seen]
 
     # -- a picture -------------------------------------------------------------------------
 
@@ -242,7 +242,7 @@ def build(op: Op, *args, **attrs) -> Node:
     try:
         if len(args) != op.arity:
             raise ArityError(f"{op.name} takes {op.arity} argument(s), got {len(args)}")
-        graphs = {id(a.graph): a.graph for a in args if isinstance(a, Node)}
+        graphs = {a.graph for a in args if isinstance(a, Node)}
         if not graphs:
             raise TypeError(f"{op.name} needs at least one Node argument")
         if len(graphs) > 1:
@@ -259,7 +259,7 @@ def build(op: Op, *args, **attrs) -> Node:
         shape = tuple(op.shape(*shapes, **bound))
     except AutogradError as e:
         raise from_engine(e) from None
-    (graph,) = graphs.values()
+    (graph,) = graphs
     literals = tuple(a if isinstance(a, Node) else _literal(a) for a in args)
     given = {name: _jsonable(checked[name]) for name in attrs}
     node = Node(graph, "", op=op, args=literals, attrs=given, shape=shape)

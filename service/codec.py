@@ -56,11 +56,13 @@ def decode(t: TensorIn, dtype: np.dtype, where: tuple, max_elements: int) -> np.
     """One request tensor as an array of `dtype`; sizes checked before allocating."""
     if t.shape is not None and extent(t.shape) > max_elements:
         raise _too_large(where + ("shape",), extent(t.shape), max_elements)
-    if t.b64 is not None:
-        a = _from_b64(t.b64, t.shape, t.dtype, where)
-    else:
-        a = _from_data(t.data, t.shape, t.encoding, dtype, where + ("data",), max_elements)
-    return a.astype(dtype, copy=False)
+    # 1e39 in float32 is Infinity, as in NumPy: reported in the response's warnings, not the log
+    with np.errstate(over="ignore"):
+        if t.b64 is not None:
+            a = _from_b64(t.b64, t.shape, t.dtype, where)
+        else:
+            a = _from_data(t.data, t.shape, t.encoding, dtype, where + ("data",), max_elements)
+        return a.astype(dtype, copy=False)
 
 
 def _from_b64(text: str, shape, dtype: str, where: tuple) -> np.ndarray:

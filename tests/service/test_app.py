@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import copy
 import math
+import warnings
 
 import numpy as np
 import pytest
@@ -199,6 +200,29 @@ def test_anomaly_names_the_first_bad_node_forward_and_backward(app_client):
     assert decode_any(got["gradients"]["x"])[0] == np.inf
 
 
+OVERFLOW = [
+    # name, body: values past float32's range become ±Infinity, as in NumPy, without log noise
+    ("nested input", {"inputs": {"x": {"data": [1e39, 1]}},
+                      "nodes": [{"id": "y", "op": "neg", "args": ["x"]}]}),
+    ("float64 bytes into float32", {"inputs": {"x": {"shape": [1], "dtype": "float64",
+                                                     "b64": base64.b64encode(
+                                                         np.float64([-1e300])).decode()}},
+                                    "nodes": [{"id": "y", "op": "neg", "args": ["x"]}]}),
+    ("seed", {"inputs": {"x": {"data": [1.0], "requires_grad": True}},
+              "nodes": [{"id": "y", "op": "neg", "args": ["x"]}],
+              "grad": {"of": "y", "seed": {"data": [1e39]}}}),
+]
+
+
+@pytest.mark.parametrize("body", [r[1] for r in OVERFLOW], ids=[r[0] for r in OVERFLOW])
+def test_overflow_is_infinity_with_a_warning_not_log_noise(app_client, body):
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        got = ok(app_client.post("/v1/evaluate", json=body))
+    assert [str(w.message) for w in caught] == []
+    assert {w["kind"] for w in got["warnings"]} == {"inf"}
+
+
 def test_outputs_default_to_nodes_no_other_node_uses(app_client):
     body = {"inputs": {"x": {"data": [1.0, 2.0]}},
             "nodes": [{"id": "c", "op": "sin", "args": ["a"]},
@@ -352,6 +376,7 @@ ERRORS = [
 @pytest.mark.parametrize(("changes", "settings", "status", "code", "where"),
                          [r[1:] for r in ERRORS], ids=[r[0] for r in ERRORS])
 def test_errors(example, changes, settings, status, code, where, openapi):
+    example["inputs"]["unused"] = {"data": [[CANARY, -CANARY]]}  # must not come back
     for path, value in changes.items():
         change(example, path, value)
     body = problem(client(**settings).post("/v1/evaluate", json=example), status, code)

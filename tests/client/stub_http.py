@@ -1,7 +1,4 @@
-"""A scripted HTTP server on 127.0.0.1 for the SDK's transport tests (retries, errors, pool).
-
-A helper module, not a conftest: a second `conftest` module would shadow tests/conftest.py
-for `from conftest import ...` elsewhere."""
+"""A scripted HTTP server on 127.0.0.1 for the SDK's transport tests (retries, errors, pool)."""
 
 from __future__ import annotations
 

@@ -144,10 +144,10 @@ def wrk_present(install: bool) -> bool:
     return shutil.which("wrk") is not None
 
 
-def wrk_load(url: str, body_file: Path, seconds: float) -> dict:
+def wrk_load(url: str, body_file: Path, seconds: int) -> dict:
     script = body_file.with_suffix(".lua")
     script.write_text(WRK_SCRIPT.replace("{path}", str(body_file)))
-    done = subprocess.run(["wrk", "-t1", f"-c{CONNECTIONS}", f"-d{seconds:g}s", "--latency",
+    done = subprocess.run(["wrk", "-t1", f"-c{CONNECTIONS}", f"-d{seconds}s", "--latency",
                            "-s", str(script), url], capture_output=True, text=True, check=False)
     out = done.stdout
     if done.returncode or "Requests/sec" not in out:
@@ -346,8 +346,8 @@ def bench_big(url: str, nested_n: int, b64_n: int) -> list[str]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="shorter runs (~20 s in all)")
-    ap.add_argument("--seconds", type=float,
-                    help="length of one load round (default 3.5, quick 2)")
+    ap.add_argument("--seconds", type=int,
+                    help="length of one load round, whole seconds for wrk (default 3, quick 2)")
     ap.add_argument("--rounds", type=int, help="load rounds per server and body (default 3, "
                     "quick 1)")
     ap.add_argument("--load", choices=("auto", "wrk", "python"), default="auto",
@@ -357,7 +357,7 @@ def main() -> None:
     ap.add_argument("--only", default="small,chain,big",
                     help="comma-separated sections: small (a), chain (b), big (c)")
     args = ap.parse_args()
-    seconds = args.seconds or (2.0 if args.quick else 3.5)
+    seconds = args.seconds or (2 if args.quick else 3)
     rounds = args.rounds or (1 if args.quick else 3)
     only = set(args.only.split(","))
     use_wrk = args.load != "python" and wrk_present(args.install and args.load != "python")

@@ -40,15 +40,20 @@ class Strict(BaseModel):
 
 # ---- requests ---------------------------------------------------------------------------
 
+def _given(*names: str) -> dict:
+    """JSON Schema for "these members are present and not null" (a null member is absent)."""
+    return {"required": list(names), "properties": {n: {"not": {"type": "null"}} for n in names}}
+
+
 class TensorIn(Strict):
     """Nested `{data}`, flat `{shape, data}` or binary `{shape, dtype, b64}` (PROTOCOL.md §3)."""
 
     model_config = ConfigDict(json_schema_extra={"oneOf": [
-        {"title": "nested", "required": ["data"], "not": {"anyOf": [
-            {"required": ["shape"]}, {"required": ["b64"]}]}},
-        {"title": "flat", "required": ["shape", "data"], "not": {"required": ["b64"]}},
-        {"title": "binary", "required": ["shape", "dtype", "b64"],
-         "not": {"required": ["data"]}},
+        {"title": "nested", **_given("data"), "not": {"anyOf": [
+            _given("shape"), _given("b64"), {"required": ["encoding"],
+                                              "properties": {"encoding": {"const": "flat"}}}]}},
+        {"title": "flat", **_given("shape", "data"), "not": _given("b64")},
+        {"title": "binary", **_given("shape", "dtype", "b64"), "not": _given("data")},
     ]})
 
     data: SkipValidation[NestedData] | None = Field(
@@ -95,7 +100,8 @@ class GradSpec(Strict):
 
 
 class EvaluateRequest(Strict):
-    inputs: dict[Id, InputTensor] = Field(description="named leaf tensors")
+    inputs: dict[Id, InputTensor] = Field(description="named leaf tensors", json_schema_extra={
+        "additionalProperties": False})  # a name off the id pattern is refused, as in the model
     nodes: list[Node] = Field(description="operations, in any order")
     outputs: list[Id] | None = Field(None, description="ids whose values are returned; "
                                      "default: every node no other node uses")

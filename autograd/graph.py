@@ -120,13 +120,13 @@ class Plan:
             _check_elements(shape, limits, ("inputs", name), f"input {name!r}")
             self.tensors[name] = Tensor._node(None, (), {}, (), shape, dt, name,
                                               requires_grad=leaf.requires_grad)
-        steps, in_order = self._parse(nodes)
+        steps, pending = self._parse(nodes)
         by_id = {s.id: s for s in steps}
-        known = self.tensors.keys() | by_id.keys()
-        if not in_order:
-            for s in steps:
-                for j, a in enumerate(s.args):
-                    _known(a, known, ("nodes", s.index, "args", j), f"node {s.id!r} ({s.op.name})")
+        known = self.inputs.keys() | by_id.keys()  # not the constants' "#i.j": no client id
+        if pending:  # some arg names an id not defined before it: out of order, or unknown
+            for i, j, a in pending:
+                where = f"node {steps[i].id!r} ({steps[i].op.name})"
+                _known(a, known, ("nodes", i, "args", j), where)
             steps = _order(steps, by_id)
         self._infer(steps, limits)
 
@@ -139,7 +139,7 @@ class Plan:
 
         roots = [*self.outputs, self.of] if self.of else self.outputs
         needed = _ancestors(roots, self.tensors)
-        self.steps = [s for s in steps if s.tensor in needed] if len(needed) < len(steps) else steps
+        self.steps = [s for s in steps if s.tensor in needed]
         self.path = self._backward_path()
         self.backward_frees = self._liveness()
         self.cost = self._cost(limits)
@@ -153,10 +153,12 @@ class Plan:
 
     # -- building --------------------------------------------------------------------------
 
-    def _parse(self, nodes) -> tuple[list[Step], bool]:
-        """Check each node on its own; say whether every arg was defined before its use."""
-        steps, seen, in_order = [], set(self.inputs), True
+    def _parse(self, nodes) -> tuple[list[Step], list[tuple[int, int, str]]]:
+        """Check each node on its own; list the args that name an id not defined before."""
+        steps, seen, pending = [], set(self.inputs), []
         for i, node in enumerate(nodes):
+            if not hasattr(node, "get"):
+                raise AutogradError(f"node {i} must be an object", path=("nodes", i))
             nid = node.get("id")
             _check_id(nid, ("nodes", i, "id"))
             if nid in seen:
@@ -177,7 +179,7 @@ class Plan:
                     ids.append(a)
                     tensors += 1
                     if a not in seen:
-                        in_order = False
+                        pending.append((i, j, a))
                 elif is_number(a) and j in op.numbers:
                     cid = f"#{i}.{j}"  # a constant: no id a client can send looks like this
                     self.tensors[cid] = constant(a, self.dtype)
@@ -197,7 +199,7 @@ class Plan:
                                context=f"node {nid!r} ({op.name})") from None
             seen.add(nid)
             steps.append(Step(nid, i, op, tuple(ids), attrs))
-        return steps, in_order
+        return steps, pending
 
     def _infer(self, steps, limits) -> None:
         """Every shape, in order; each node becomes a Tensor without data."""
@@ -379,7 +381,8 @@ class Plan:
         out = {}
         for w in self.wrt:
             g = grads.get(tensors[w])
-            out[w] = np.zeros(tensors[w].shape, dt) if g is None else np.asarray(g, dt)
+            # contiguous: a broadcast view (of a sum's gradient, say) becomes a real array
+            out[w] = np.zeros(tensors[w].shape, dt) if g is None else np.asarray(g, dt, order="C")
         return out
 
 

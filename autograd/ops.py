@@ -138,7 +138,13 @@ defop("sum", 1, lambda x, axis, keepdims: np.sum(x, axis=axis, keepdims=keepdims
       "Σ x over axis", "g broadcast back over the reduced axes",
       attrs=_REDUCE_ATTRS, bind=_reduce_bind, flops=_in_flops)
 
-defop("mean", 1, lambda x, axis, keepdims: np.mean(x, axis=axis, keepdims=keepdims),
+def _mean(x, axis=None, keepdims=False):
+    # Σ/n, not np.mean: an empty mean is NaN here without np.mean's Python-level warning
+    n = size(np.shape(x)) if axis is None else math.prod(np.shape(x)[i] for i in axis)
+    return np.sum(x, axis=axis, keepdims=keepdims) / n
+
+
+defop("mean", 1, _mean,
       lambda t, g: (_expand(t, g / _count(t)),), _reduce_shape,
       "Σ x / n over axis", "g / n broadcast back over the reduced axes",
       attrs=_REDUCE_ATTRS, bind=_reduce_bind, flops=_in_flops)
@@ -204,10 +210,10 @@ def _loss_grads(t, d):
     return (d if t.needs[0] else None, -d if t.needs[1] else None)
 
 
-defop("mse_loss", 2, lambda p, q: np.mean(np.square(p - q)),
+defop("mse_loss", 2, lambda p, q: _mean(np.square(p - q)),
       lambda t, g: _loss_grads(t, (_x(t, 0) - _x(t, 1)) * (2 * g / _x(t).size)),
       _pair, "mean((pred - target)²)", "±2 g (pred - target) / n", saves="x", flops=_in_flops)
 
-defop("mae_loss", 2, lambda p, q: np.mean(np.abs(p - q)),
+defop("mae_loss", 2, lambda p, q: _mean(np.abs(p - q)),
       lambda t, g: _loss_grads(t, np.sign(_x(t, 0) - _x(t, 1)) * (g / _x(t).size)),
       _pair, "mean(|pred - target|)", "±g sign(pred - target) / n", saves="x", flops=_in_flops)

@@ -137,6 +137,9 @@ class Op:
             if not self.attrs:
                 return {}
             given = {}
+        elif not isinstance(given, dict):
+            raise BadAttribute(f"{self.name}'s attrs must be an object, not "
+                               f"{type(given).__name__}", path=())
         for name in given:
             if name not in self.attr_names:
                 allowed = ", ".join(sorted(self.attr_names)) or "none"

@@ -48,7 +48,9 @@ def as_dtype(dtype) -> np.dtype:
 class Tensor:
     __slots__ = ("data", "grad", "parents", "op", "attrs", "needs", "requires_grad", "shape",
                  "dtype", "name")
-    __array_ufunc__ = None  # `ndarray + Tensor` defers to Tensor.__radd__
+    # NumPy must not treat a Tensor as an object to broadcast over: `ndarray + Tensor` is a
+    # TypeError (wrap the array in a Tensor) instead of an object array of Tensors.
+    __array_ufunc__ = None
 
     def __init__(self, data, requires_grad: bool = False, *, dtype=None, name: str | None = None):
         dt = as_dtype(dtype)
@@ -128,7 +130,8 @@ class Tensor:
         seed = initial_grad(self.shape, self.dtype, gradient)
         order = toposort(self, lambda t: t.requires_grad)
         for t, g in backprop(order, self, seed).items():
-            t.grad = g if t.grad is None else t.grad + g
+            # a copy: g may be a read-only broadcast view, or the caller's own `gradient`
+            t.grad = np.array(g) if t.grad is None else t.grad + g
 
 
 def initial_grad(shape, dtype, gradient=None, *, path: tuple = ()) -> np.ndarray:
@@ -147,8 +150,10 @@ def initial_grad(shape, dtype, gradient=None, *, path: tuple = ()) -> np.ndarray
 
 
 def constant(value, dtype) -> Tensor:
-    """A number literal as a 0-d INPUT tensor of the computation's dtype."""
-    return Tensor(value, dtype=dtype)
+    """A number literal as a 0-d INPUT tensor of the computation's dtype (1e39 in float32 is
+    Infinity, as NumPy has it, without a warning)."""
+    with np.errstate(over="ignore"):
+        return Tensor(value, dtype=dtype)
 
 
 def apply(op: Op, *args, **attrs) -> Tensor:

@@ -40,9 +40,9 @@ class Server:
 
     def start(self, timeout: float = 30) -> Server:
         self.log.parent.mkdir(exist_ok=True)
-        self._out = open(self.log, "wb")
-        self.proc = subprocess.Popen(GUNICORN, cwd=ROOT, env=self.env, stdout=self._out,
-                                     stderr=subprocess.STDOUT, start_new_session=True)
+        with open(self.log, "wb") as out:  # the child keeps its own copy of the descriptor
+            self.proc = subprocess.Popen(GUNICORN, cwd=ROOT, env=self.env, stdout=out,
+                                         stderr=subprocess.STDOUT, start_new_session=True)
         end = time.monotonic() + timeout
         while time.monotonic() < end:
             if self.proc.poll() is not None:
@@ -63,7 +63,6 @@ class Server:
         except subprocess.TimeoutExpired:
             os.killpg(self.proc.pid, signal.SIGKILL)
             self.proc.wait()
-        self._out.close()
         return self.proc.returncode
 
     def output(self) -> str:

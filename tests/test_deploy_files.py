@@ -14,15 +14,17 @@ import os
 import re
 import runpy
 import shlex
+import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import yaml
-from conftest import GUNICORN, ROOT, free_port
 
 from service.config import Settings
+
+ROOT = Path(__file__).resolve().parent.parent
 
 # ---- readers ----------------------------------------------------------------------------
 
@@ -173,10 +175,18 @@ def test_dockerfile_binds_beyond_loopback_on_the_exposed_port():
     assert instructions(FINAL, "EXPOSE") == [str(bind_port(env))] == ["8000"]
 
 
+def make_serve() -> list[str]:
+    """The command `make serve` runs, with the venv's path taken off gunicorn."""
+    recipe = (ROOT / "Makefile").read_text().partition("\nserve:")[2].splitlines()[1]
+    argv = shlex.split(recipe.strip().removeprefix("exec "))
+    return [Path(argv[0]).name, *argv[1:]]
+
+
 def test_dockerfile_cmd_is_the_gunicorn_of_make_serve_with_its_config_under_workdir():
     (cmd,) = instructions(FINAL, "CMD")
     argv = json.loads(cmd)
-    assert argv == ["gunicorn", *GUNICORN[1:]]
+    assert argv == make_serve()
+    assert argv[0] == "gunicorn" and "--config" in argv
     config = argv[argv.index("--config") + 1]
     assert (ROOT / config).is_file()
     # The config's directory is copied into WORKDIR, where gunicorn starts.
@@ -199,8 +209,10 @@ def test_dockerfile_healthcheck_passes_on_a_live_server_and_fails_without_one(se
     assert "/healthz" in argv[-1]
     env = {**os.environ, "GRADSERVE_BIND": f"0.0.0.0:{server.port}"}
     assert subprocess.run(argv, env=env, capture_output=True, timeout=30).returncode == 0
-    env["GRADSERVE_BIND"] = f"0.0.0.0:{free_port()}"  # nobody listens there
-    assert subprocess.run(argv, env=env, capture_output=True, timeout=30).returncode != 0
+    with socket.socket() as taken:  # bound, never listening: a connection is refused
+        taken.bind(("127.0.0.1", 0))
+        env["GRADSERVE_BIND"] = f"0.0.0.0:{taken.getsockname()[1]}"
+        assert subprocess.run(argv, env=env, capture_output=True, timeout=30).returncode != 0
 
 
 def test_dockerignore_keeps_the_venv_and_git_out_and_the_packages_in():

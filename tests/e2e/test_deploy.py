@@ -13,6 +13,7 @@ import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import threading
 import time
@@ -24,9 +25,15 @@ import numpy as np
 import orjson
 import pytest
 import requests
-from conftest import ROOT, Server, free_port
 
+ROOT = Path(__file__).resolve().parents[2]
 LOSS = 0.7743165  # PROTOCOL.md §1
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def apt_get(*args: str) -> subprocess.CompletedProcess:
@@ -120,14 +127,14 @@ class Nginx:
 
 
 @pytest.fixture
-def cluster(nginx_binary, start_server, tmp_path) -> Iterator[tuple[Nginx, Server, Server]]:
+def cluster(nginx_binary, start_server, tmp_path) -> Iterator[tuple]:
     a, b = start_server(), start_server()
     balancer = Nginx(nginx_binary, tmp_path, [a.port, b.port])
     yield balancer, a, b
     balancer.stop()
 
 
-def answered(server: Server) -> set[str]:
+def answered(server) -> set[str]:
     """The request ids this instance's workers answered (its JSON log lines)."""
     lines = (orjson.loads(line) for line in server.output().splitlines()
              if line.startswith("{"))

@@ -11,7 +11,6 @@ from pathlib import Path
 
 import orjson
 import requests
-from conftest import Server
 from prometheus_client.parser import text_string_to_metric_families
 
 EVALUATE = {"endpoint": "/v1/evaluate"}
@@ -27,14 +26,14 @@ def value(figures: dict, name: str, **labels) -> float:
     return figures.get((name, frozenset(labels.items())), 0.0)
 
 
-def evaluate(server: Server, body: bytes, ids: list[str]) -> None:
+def evaluate(server, body: bytes, ids: list[str]) -> None:
     for rid in ids:
         r = requests.post(server.url + "/v1/evaluate", data=body, timeout=30,
                           headers={"Content-Type": "application/json", "X-Request-ID": rid})
         assert r.status_code == 200 and r.headers["X-Request-ID"] == rid
 
 
-def served_by(server: Server, ids: list[str]) -> dict[str, int]:
+def served_by(server, ids: list[str]) -> dict[str, int]:
     """request id -> pid of the worker that answered it, from the server's JSON log lines."""
     lines = [orjson.loads(line) for line in server.output().splitlines()
              if line.startswith("{")]
@@ -99,16 +98,17 @@ def test_metrics_sum_over_workers_including_exited_ones(start_server, example):
     assert not directory.exists()
 
 
-def test_metrics_start_from_zero_in_a_directory_left_by_an_earlier_run(tmp_path, example):
+def test_metrics_start_from_zero_in_a_directory_left_by_an_earlier_run(
+        start_server, tmp_path, monkeypatch, example):
     """As a container restarted in the same pod finds its PROMETHEUS_MULTIPROC_DIR."""
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))  # the servers inherit it
     body = orjson.dumps(example)
     runs = []
     for ids in (["earlier-0", "earlier-1", "earlier-2"], ["later-0"]):
-        server = Server()
-        server.env["PROMETHEUS_MULTIPROC_DIR"] = str(tmp_path)
-        with server:
-            evaluate(server, body, ids)
-            runs.append(value(scrape(server.url), "gradserve_requests_total", **EVALUATE,
-                              status="200"))
+        server = start_server()
+        evaluate(server, body, ids)
+        runs.append(value(scrape(server.url), "gradserve_requests_total", **EVALUATE,
+                          status="200"))
+        server.stop()
         assert list(tmp_path.glob("*.db"))  # given by the environment: kept after exit
     assert runs == [3, 1]

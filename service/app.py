@@ -11,7 +11,7 @@ from flask import Flask, Response, current_app, g, request
 
 from autograd import DTYPES, OPS
 
-from . import codec, errors, observability, openapi
+from . import codec, errors, observability, openapi, shedding
 from . import evaluate as evaluation
 from .config import Settings
 from .errors import ApiError
@@ -33,6 +33,7 @@ class Runtime:
 
     settings: Settings
     draining: bool = False
+    listeners: tuple = ()  # the listening sockets, set in each gunicorn worker (shedding)
 
 
 def runtime() -> Runtime:
@@ -112,6 +113,7 @@ def _guard():
         raise ApiError(401, "unauthorized", "send Authorization: Bearer <key>",
                        headers={"WWW-Authenticate": 'Bearer realm="gradserve"'})
     if route.request is not None:
+        shedding.check(runtime().listeners, settings.max_queue)
         length = request.content_length
         if length is not None and length > settings.max_body_bytes:
             raise ApiError(413, "body_too_large", f"the body has {length:,} bytes; the limit "

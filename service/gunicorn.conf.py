@@ -74,6 +74,7 @@ def post_worker_init(worker):
     """On SIGTERM: /readyz turns 503 at once, and the worker stops after drain_s (default 0),
     finishing the request in flight either way."""
     runtime = worker.wsgi.extensions["gradserve"]
+    runtime.listeners = tuple(s.sock for s in worker.sockets)  # service/shedding.py reads them
     stop = worker.handle_exit
 
     def handle_exit(sig, frame):

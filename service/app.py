@@ -51,7 +51,7 @@ def evaluate():
     if not isinstance(doc, dict):
         raise ApiError(400, "malformed_json", "the body must be a JSON object")
     req = EvaluateRequest.model_validate(doc)
-    body = evaluation.evaluate(req, doc["nodes"], runtime().settings)
+    body = evaluation.evaluate(req, runtime().settings)
     g.stats = body["stats"]  # for the request's log line and metrics (observability.py)
     return json_response(body)
 

@@ -177,4 +177,4 @@ def encoded_size(shape, dtype: np.dtype, encoding: str) -> int:
         return 4 * math.ceil(n * dtype.itemsize / 3) + head
     per = 16 if dtype.itemsize == 4 else 25  # longest shortest-repr, and a comma
     lists = sum(math.prod(shape[:k]) for k in range(len(shape))) if encoding == "nested" else 1
-    return n * per + 2 * lists + head
+    return n * per + 3 * lists + head  # brackets, and a comma after each inner list

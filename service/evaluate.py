@@ -8,7 +8,6 @@ FLOPs, and the size of the response.
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping, Sequence
 
 import numpy as np
 
@@ -25,8 +24,8 @@ def limits(settings: Settings) -> Limits:
                   max_total_bytes=settings.max_total_bytes, max_flops=settings.max_flops)
 
 
-def evaluate(req: EvaluateRequest, nodes: Sequence[Mapping], settings: Settings) -> dict:
-    """The response body for a validated request; `nodes` are its raw node objects."""
+def evaluate(req: EvaluateRequest, settings: Settings) -> dict:
+    """The response body for a validated request."""
     deadline = time.monotonic() + settings.deadline_s
     dtype = np.dtype(req.dtype)
     arrays = {name: codec.decode(t, dtype, ("inputs", name), settings.max_elements)
@@ -36,7 +35,7 @@ def evaluate(req: EvaluateRequest, nodes: Sequence[Mapping], settings: Settings)
         grad = {"of": req.grad.of, "wrt": req.grad.wrt}
         if req.grad.seed is not None:
             seed = codec.decode(req.grad.seed, dtype, ("grad", "seed"), settings.max_elements)
-    plan = Plan(nodes, {name: Leaf(a.shape, req.inputs[name].requires_grad)
+    plan = Plan(req.nodes, {name: Leaf(a.shape, req.inputs[name].requires_grad)
                         for name, a in arrays.items()},
                 outputs=req.outputs, grad=grad, seed_shape=None if seed is None else seed.shape,
                 dtype=dtype, limits=limits(settings))

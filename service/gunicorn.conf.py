@@ -31,8 +31,6 @@ import shutil  # noqa: E402
 import signal  # noqa: E402
 import threading  # noqa: E402
 
-from prometheus_client import multiprocess  # noqa: E402
-
 from service.config import Settings  # noqa: E402
 
 _settings = Settings()
@@ -103,8 +101,10 @@ def on_starting(server):
 
 
 def child_exit(server, worker):
-    """A dead worker's counts stay in the sums; its in-flight gauge leaves them."""
-    multiprocess.mark_process_dead(worker.pid)
+    """A dead worker's counts stay in the sums, folded into an archive; its in-flight gauge
+    leaves them (service/metrics.py)."""
+    from service.metrics import retire
+    retire(worker.pid)
 
 
 def on_exit(server):

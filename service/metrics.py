@@ -22,6 +22,7 @@ from prometheus_client import (
     generate_latest,
     multiprocess,
 )
+from prometheus_client.mmap_dict import MmapedDict
 
 REQUESTS = Counter("gradserve_requests", "Requests answered, by endpoint and status",
                    ["endpoint", "status"])
@@ -57,3 +58,27 @@ def metrics() -> Response:
     else:
         registry = REGISTRY
     return Response(generate_latest(registry), content_type=CONTENT_TYPE_LATEST)
+
+
+def retire(pid: int) -> None:
+    """Account for a worker that exited (gunicorn's child_exit hook, in the master).
+
+    Its in-flight gauge leaves the sums. Its counters and histograms stay in them, folded
+    into one archive file per kind: a worker recycled by max_requests would otherwise leave
+    its files behind for good, and every scrape would read all of them. (A scrape between
+    the fold and the removal may count the worker twice, once.)
+    """
+    path = os.environ["PROMETHEUS_MULTIPROC_DIR"]
+    multiprocess.mark_process_dead(pid, path)
+    for kind in ("counter", "histogram"):
+        dead = os.path.join(path, f"{kind}_{pid}.db")
+        if not os.path.exists(dead):
+            continue
+        archive = MmapedDict(os.path.join(path, f"{kind}_archive.db"))
+        try:
+            for key, value, timestamp, _ in MmapedDict.read_all_values_from_file(dead):
+                total, _ = archive.read_value(key)
+                archive.write_value(key, total + value, timestamp)
+        finally:
+            archive.close()
+        os.remove(dead)

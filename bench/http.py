@@ -287,16 +287,28 @@ def round_trip(session: requests.Session, url: str, x: np.ndarray, encoding: str
             "response MB": len(r.content) / 1e6}
 
 
-def codec_limit(x: np.ndarray, repeats: int) -> float:
-    """Median seconds to base64-decode the bytes of x and base64-encode them again."""
-    text = base64.b64encode(x)
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        raw = base64.b64decode(text)
-        base64.b64encode(raw)
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+def codecs() -> dict:
+    """The base64 codecs at hand: the standard library's, and pybase64 (SIMD) if installed.
+    The limit is the fastest of them, whichever the service uses."""
+    found = {"stdlib base64": base64}
+    with contextlib.suppress(ImportError):
+        import pybase64
+        found["pybase64"] = pybase64
+    return found
+
+
+def codec_limit(x: np.ndarray, repeats: int) -> dict[str, float]:
+    """Median seconds to base64-decode the bytes of x and base64-encode them again, by codec."""
+    out = {}
+    for name, codec in codecs().items():
+        text = codec.b64encode(x)
+        times = []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            codec.b64encode(codec.b64decode(text))
+            times.append(time.perf_counter() - t0)
+        out[name] = statistics.median(times)
+    return out
 
 
 def bench_big(url: str, nested_n: int, b64_n: int) -> list[str]:
@@ -308,7 +320,7 @@ def bench_big(url: str, nested_n: int, b64_n: int) -> list[str]:
             for encoding, n in (("nested", nested_n), ("base64", b64_n)):
                 if k < n:
                     runs[encoding].append(round_trip(session, url, x, encoding))
-    limit = codec_limit(x, max(b64_n, 5))
+    limits = codec_limit(x, max(b64_n, 5))
     total = {enc: summary([r["total"] for r in rs]) for enc, rs in runs.items()}
     exchange = {enc: statistics.median(r["total"] - r["client"] for r in rs)
                 for enc, rs in runs.items()}
@@ -320,24 +332,26 @@ def bench_big(url: str, nested_n: int, b64_n: int) -> list[str]:
                      f"{rs[0]['response MB']:.1f}", f"{med * 1e3:,.0f}",
                      pct(total[enc]["spread"]) if len(rs) > 2 else "-",
                      f"{exchange[enc] * 1e3:,.0f}", f"{mb / med:,.0f}"))
-    rows.append(("in-process b64 decode + encode", "-", "-", f"{limit * 1e3:,.0f}", "-", "-",
-                 f"{mb / limit:,.0f}"))
+    for name, t in limits.items():
+        rows.append((f"in-process decode+encode, {name}", "-", "-", f"{t * 1e3:,.0f}", "-", "-",
+                     f"{mb / t:,.0f}"))
+    limit = min(limits.values())
     end_to_end = total["base64"]["median"]
     return [f"(c) {SIDE}x{SIDE} float32 (4M elements, {mb:.1f} MB) through neg, timed in a Python "
             f"client (requests + orjson): {len(runs['nested'])} nested and "
             f"{len(runs['base64'])} base64 requests",
             table(("path", "req MB", "resp MB", "e2e ms", "spread", "exch ms", "MB/s"), rows,
-                  (32, 8, 9, 9, 8, 9, 7)),
+                  (42, 8, 9, 9, 8, 9, 7)),
             "  e2e = array in the client to result array in the client (the client writes the "
             "request and reads the answer);\n  exch = the HTTP exchange alone, request bytes "
-            f"to response bytes (server and transport); MB/s = {mb:.1f} MB / e2e",
+            f"to response bytes (server and transport); MB/s = {mb:.1f} MB / the row's time",
             verdict("base64 speed-up over nested JSON, end to end (issue 7 target 4)",
                     total["nested"]["median"] / end_to_end, ">=", 5.0),
             verdict("base64 speed-up over nested JSON, HTTP exchange alone",
                     exchange["nested"] / exchange["base64"], ">=", 5.0),
-            verdict("in-process b64 decode+encode time / base64 end to end (issue 7 target 4)",
+            verdict("fastest in-process decode+encode / base64 end to end (issue 7 target 4)",
                     limit / end_to_end, ">=", 0.5),
-            verdict("in-process b64 decode+encode time / base64 HTTP exchange alone",
+            verdict("fastest in-process decode+encode / base64 HTTP exchange alone",
                     limit / exchange["base64"], ">=", 0.5)]
 
 

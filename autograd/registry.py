@@ -211,3 +211,57 @@ def defop(name: str, arity: int, forward, grad, shape, doc: str, grad_doc: str, 
         raise ValueError(f"op {name!r} defined twice")
     OPS[name] = op = Op(name, arity, forward, grad, shape, doc, grad_doc, **kw)
     return op
+
+
+# ---- what the registry generates: functions, methods and operators -----------------------
+
+def functions(apply: Callable) -> dict[str, Callable]:
+    """One function per op, `name(*operands, *attrs, **attrs)`, each calling
+    `apply(op, *operands, **attrs)`; with the operand first, also the method."""
+    def function_for(op: Op):
+        def function(*args, **attrs):
+            operands, attrs = op.split_call(args, attrs)
+            return apply(op, *operands, **attrs)
+
+        function.__name__ = function.__qualname__ = op.name
+        function.__doc__ = f"{op.doc}.  Gradient: {op.grad_doc}."
+        return function
+
+    return {name: function_for(op) for name, op in OPS.items()}
+
+
+def install(cls: type, apply: Callable, number: Callable = is_number) -> dict[str, Callable]:
+    """Give `cls` a method per op and the Python operators its ops declare, all building
+    through `apply`; `number(v)` says which literals may stand for an operand. Returns the
+    functions, for a module to export."""
+    made = functions(apply)
+    for name, fn in made.items():
+        if not hasattr(cls, name):
+            setattr(cls, name, fn)
+
+    def operand(op: Op, position: int, v) -> bool:
+        return isinstance(v, cls) or (position in op.numbers and number(v))
+
+    for op in OPS.values():
+        if op.operator:
+            for name, fn in _operators(op, apply, operand).items():
+                setattr(cls, name, fn)
+    return made
+
+
+def _operators(op: Op, apply: Callable, operand: Callable) -> dict[str, Callable]:
+    forward, reflected = PYTHON_OPERATORS[op.operator]
+    if op.operator == "**":
+        def power(self, exponent):
+            return apply(op, self, exponent=exponent) if is_number(exponent) else NotImplemented
+        return {forward: power}
+    if op.arity == 1:
+        return {forward: lambda self: apply(op, self)}
+
+    def fwd(self, other):
+        return apply(op, self, other) if operand(op, 1, other) else NotImplemented
+
+    def ref(self, other):
+        return apply(op, other, self) if operand(op, 0, other) else NotImplemented
+
+    return {forward: fwd, reflected: ref}

@@ -25,7 +25,7 @@ from .errors import (
     SeedRequired,
     ShapeMismatch,
 )
-from .registry import DTYPES, OPS, PYTHON_OPERATORS, Op, is_number
+from .registry import DTYPES, OPS, Op, install, is_number
 from .shapes import size, unbroadcast
 
 
@@ -251,43 +251,5 @@ def backprop(path: Sequence[Tensor], of: Tensor, seed, *, keep: Iterable[Tensor]
     return grads
 
 
-# ---- methods and operators, generated from the registry ---------------------------------
-
-def _method(op: Op):
-    def method(self, *args, **attrs):
-        operands, attrs = op.split_call((self, *args), attrs)
-        return apply(op, *operands, **attrs)
-
-    method.__name__ = method.__qualname__ = op.name
-    method.__doc__ = f"{op.doc}.  Gradient: {op.grad_doc}."
-    return method
-
-
-def _operators(op: Op):
-    forward, reflected = PYTHON_OPERATORS[op.operator]
-    if op.operator == "**":
-        def power(self, exponent):
-            return apply(op, self, exponent=exponent) if is_number(exponent) else NotImplemented
-        return {forward: power}
-    if op.arity == 1:
-        return {forward: lambda self: apply(op, self)}
-
-    def fwd(self, other):
-        return apply(op, self, other) if _operand(op, 1, other) else NotImplemented
-
-    def ref(self, other):
-        return apply(op, other, self) if _operand(op, 0, other) else NotImplemented
-
-    return {forward: fwd, reflected: ref}
-
-
-def _operand(op: Op, position: int, value) -> bool:
-    return isinstance(value, Tensor) or (position in op.numbers and is_number(value))
-
-
-for _op in OPS.values():
-    if not hasattr(Tensor, _op.name):
-        setattr(Tensor, _op.name, _method(_op))
-    if _op.operator:
-        for _name, _fn in _operators(_op).items():
-            setattr(Tensor, _name, _fn)
+# Every op a method (`x.exp()`, `x.sum(0)`), and + - * @ ** unary- as their ops declare.
+FUNCTIONS = install(Tensor, apply)

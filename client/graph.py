@@ -25,7 +25,7 @@ import numpy as np
 from autograd import DTYPES, OPS, AutogradError, Op
 from autograd.errors import ArityError
 from autograd.graph import ID
-from autograd.registry import PYTHON_OPERATORS, is_number
+from autograd.registry import install, is_number
 
 from . import codec
 from .errors import from_engine
@@ -249,7 +249,7 @@ def build(op: Op, *args, **attrs) -> Node:
             raise ValueError(f"{op.name}: nodes from different Graphs cannot be mixed; build "
                              f"the whole computation in one Graph")
         for i, a in enumerate(args):
-            if not _operand(op, i, a):
+            if not (isinstance(a, Node) or (i in op.numbers and _json_number(a))):
                 kind = "a Node or a finite number" if i in op.numbers else "a Node"
                 raise TypeError(f"argument {i} of {op.name} must be {kind}, "
                                 f"not {type(a).__name__}")
@@ -264,12 +264,6 @@ def build(op: Op, *args, **attrs) -> Node:
     given = {name: _jsonable(checked[name]) for name in attrs}
     node = Node(graph, "", op=op, args=literals, attrs=given, shape=shape)
     return graph._add(node, graph._fresh_id(op.name))
-
-
-def _operand(op: Op, position: int, value) -> bool:
-    if isinstance(value, Node):
-        return True
-    return position in op.numbers and is_number(value) and math.isfinite(value)
 
 
 def _literal(v):
@@ -293,46 +287,13 @@ def _check_id(name) -> None:
         raise ValueError(f"id {name!r} must match {ID.pattern}")
 
 
-# ---- methods and operators, generated from the registry (as autograd/tensor.py) ---------
+# ---- methods and operators, generated from the registry (as for autograd's Tensor) -------
 
-def _function(op: Op):
-    """op(*operands, *attrs, **attrs): the module function and, with self first, the method."""
-    def function(*args, **attrs):
-        operands, attrs = op.split_call(args, attrs)
-        return build(op, *operands, **attrs)
-
-    function.__name__ = function.__qualname__ = op.name
-    function.__doc__ = f"{op.doc}.  Gradient: {op.grad_doc}."
-    return function
+def _json_number(v) -> bool:
+    return is_number(v) and math.isfinite(v)  # JSON has no Infinity literal
 
 
-FUNCTIONS = {name: _function(op) for name, op in OPS.items()}
-
-
-def _operators(op: Op):
-    forward, reflected = PYTHON_OPERATORS[op.operator]
-    if op.operator == "**":
-        def power(self, exponent):
-            return build(op, self, exponent=exponent) if is_number(exponent) else NotImplemented
-        return {forward: power}
-    if op.arity == 1:
-        return {forward: lambda self: build(op, self)}
-
-    def fwd(self, other):
-        return build(op, self, other) if _operand(op, 1, other) else NotImplemented
-
-    def ref(self, other):
-        return build(op, other, self) if _operand(op, 0, other) else NotImplemented
-
-    return {forward: fwd, reflected: ref}
-
-
-for _op in OPS.values():
-    if not hasattr(Node, _op.name):
-        setattr(Node, _op.name, FUNCTIONS[_op.name])
-    if _op.operator:
-        for _name, _fn in _operators(_op).items():
-            setattr(Node, _name, _fn)
+FUNCTIONS = install(Node, build, number=_json_number)
 
 
 # ---- DOT helpers ------------------------------------------------------------------------

@@ -3,7 +3,7 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV   := .venv
 BIN    := $(VENV)/bin
 
-.PHONY: serve test lint bench clean
+.PHONY: serve test lint bench docs clean
 
 # One stamp per extra, rebuilt when pyproject.toml changes.
 $(VENV)/.stamp-%: pyproject.toml
@@ -34,6 +34,10 @@ bench: $(VENV)/.stamp-bench
 	$(if $(BENCH_TORCH),$(BIN)/python -m pip install -q '$(BENCH_TORCH)' || echo "$(BENCH_TORCH) not installed: bench/engine.py runs without its torch column")
 	$(BIN)/python bench/engine.py $(BENCH_ARGS)
 	$(BIN)/python bench/http.py $(BENCH_ARGS)
+
+# Rewrite README.md's generated tables (ops, error codes, settings).
+docs: $(VENV)/.stamp-base
+	$(BIN)/python -m service.reference
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .hypothesis

@@ -156,6 +156,7 @@ class Plan:
     def _parse(self, nodes) -> tuple[list[Step], list[tuple[int, int, str]]]:
         """Check each node on its own; list the args that name an id not defined before."""
         steps, seen, pending = [], set(self.inputs), []
+        literals: dict = {}  # one constant per distinct number (and its type: 2 is not 2.0)
         for i, node in enumerate(nodes):
             if not hasattr(node, "get"):
                 raise AutogradError(f"node {i} must be an object", path=("nodes", i))
@@ -181,8 +182,10 @@ class Plan:
                     if a not in seen:
                         pending.append((i, j, a))
                 elif is_number(a) and j in op.numbers:
-                    cid = f"#{i}.{j}"  # a constant: no id a client can send looks like this
-                    self.tensors[cid] = constant(a, self.dtype)
+                    cid = literals.get((type(a), a))
+                    if cid is None:  # "#k": no id a client can send looks like this
+                        cid = literals[type(a), a] = f"#{len(literals)}"
+                        self.tensors[cid] = constant(a, self.dtype)
                     ids.append(cid)
                 else:
                     why = "a number" if is_number(a) else type(a).__name__
@@ -375,14 +378,21 @@ class Plan:
         tensors, dt = self.tensors, self.dtype
         of = tensors[self.of]
         seed = initial_grad(of.shape, dt, seed, path=("grad", "seed"))
+        # A rule may pass a value on as a gradient (d(x*y)/dx is y): such a gradient, or
+        # a view, is copied on the way out, so no result is the caller's own input.
+        shared = {id(t.data) for t in self._filled} | {id(seed)}
         grads = backprop(self.path, of, seed, keep=[tensors[w] for w in self.wrt],
                          frees=self.backward_frees, deadline=deadline,
                          hook=watch.backward if watch.anomaly else None)
         out = {}
         for w in self.wrt:
             g = grads.get(tensors[w])
-            # contiguous: a broadcast view (of a sum's gradient, say) becomes a real array
-            out[w] = np.zeros(tensors[w].shape, dt) if g is None else np.asarray(g, dt, order="C")
+            if g is None:
+                out[w] = np.zeros(tensors[w].shape, dt)
+            elif id(g) in shared or not getattr(g, "flags", None) or not g.flags.owndata:
+                out[w] = np.array(g, dt, order="C")
+            else:
+                out[w] = np.asarray(g, dt)
         return out
 
 
@@ -427,11 +437,12 @@ class _Watch:
 def _nonfinite(arrays: Mapping[str, np.ndarray], where: str) -> list[dict]:
     found = []
     for name, a in arrays.items():
-        if a.size and not np.isfinite(a).all():
-            nan = int(np.isnan(a).sum())
-            inf = int(np.isinf(a).sum())
-            found += [{"id": name, "in": where, "kind": kind, "count": n}
-                      for kind, n in (("nan", nan), ("inf", inf)) if n]
+        with np.errstate(all="ignore"):
+            if np.isfinite(a.sum()):  # one pass, no temporary; any NaN or ±inf spoils a sum
+                continue
+            nan, inf = int(np.isnan(a).sum()), int(np.isinf(a).sum())
+        found += [{"id": name, "in": where, "kind": kind, "count": n}
+                  for kind, n in (("nan", nan), ("inf", inf)) if n]
     return found
 
 

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
-
 from .errors import BadAttribute, ShapeMismatch
 
 Shape = tuple[int, ...]
@@ -27,8 +25,10 @@ def extent(shape: Shape) -> int:
 
 def broadcast(a: Shape, b: Shape) -> Shape:
     """NumPy's broadcasting of two shapes, or ShapeMismatch naming the dimension."""
-    if a == b:
+    if a == b or not b:
         return a
+    if not a:
+        return b
     n = max(len(a), len(b))
     pa, pb = (1,) * (n - len(a)) + a, (1,) * (n - len(b)) + b
     out = []
@@ -51,8 +51,8 @@ def unbroadcast(g, shape: Shape):
     axes = tuple(range(lead)) + tuple(
         lead + i for i, d in enumerate(shape) if d == 1 and g.shape[lead + i] != 1)
     if axes:
-        g = np.sum(g, axis=axes, keepdims=True)
-    return np.reshape(g, shape)
+        g = g.sum(axis=axes, keepdims=True)
+    return g.reshape(shape)
 
 
 def matmul(a: Shape, b: Shape) -> Shape:

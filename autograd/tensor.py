@@ -37,10 +37,13 @@ class Kind(enum.Enum):
     INTERMEDIATE = "intermediate"
 
 
+_DTYPES = {np.dtype(name) for name in DTYPES}
+
+
 def as_dtype(dtype) -> np.dtype:
     """float32 (the default, as the seed) or float64; anything else is refused."""
     dt = np.dtype("float32" if dtype is None else dtype)
-    if dt.name not in DTYPES:
+    if dt not in _DTYPES:  # a set lookup: dtype.name is slow Python code in NumPy
         raise DtypeMismatch(f"dtype must be one of {list(DTYPES)}, not {dt.name!r}")
     return dt
 

@@ -664,3 +664,17 @@ def test_run_does_not_write_to_its_inputs_or_seed():
     np.testing.assert_array_equal(seed, [1.0, 2.0, 3.0])
     r2 = p.run({"x": x}, seed)
     np.testing.assert_array_equal(r1.gradients["x"], r2.gradients["x"])
+
+
+def test_gradients_never_alias_the_callers_arrays():
+    """d(sum(x * w))/dw is x: the result must be a copy, not the caller's own x."""
+    x, w = np.arange(4.0), np.ones(4)
+    r = autograd.evaluate([{"id": "p", "op": "mul", "args": ["x", "w"]},
+                           {"id": "s", "op": "sum", "args": ["p"]}],
+                          {"x": x, "w": w}, requires_grad={"x", "w"}, grad={"of": "s"},
+                          dtype="float64")
+    np.testing.assert_array_equal(r.gradients["w"], x)
+    assert not np.shares_memory(r.gradients["w"], x)
+    assert not np.shares_memory(r.gradients["x"], w)
+    r.gradients["w"][:] = -1
+    np.testing.assert_array_equal(x, np.arange(4.0))

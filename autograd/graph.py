@@ -58,6 +58,12 @@ class Limits:
     max_total_bytes: int | None = None   # all tensors alive at once, at the peak
     max_flops: float | None = None
 
+    def check_nodes(self, n: int) -> None:
+        """LimitExceeded if n nodes are too many (the service asks before validating them)."""
+        if self.max_nodes is not None and n > self.max_nodes:
+            raise LimitExceeded(f"the graph has {n:,} nodes; the limit is {self.max_nodes:,}",
+                                code="graph_too_large", path=("nodes",))
+
 
 @dataclass(frozen=True)
 class Cost:
@@ -109,9 +115,7 @@ class Plan:
                  limits: Limits | None = None):
         limits = limits or Limits()
         self.dtype = dt = as_dtype(dtype)
-        if limits.max_nodes is not None and len(nodes) > limits.max_nodes:
-            raise LimitExceeded(f"the graph has {len(nodes):,} nodes; the limit is "
-                                f"{limits.max_nodes:,}", code="graph_too_large", path=("nodes",))
+        limits.check_nodes(len(nodes))
         self.inputs = dict(inputs)
         self.tensors: dict[str, Tensor] = {}
         for name, leaf in self.inputs.items():

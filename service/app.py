@@ -50,6 +50,8 @@ def evaluate():
     doc = codec.loads(request.get_data(cache=False))
     if not isinstance(doc, dict):
         raise ApiError(400, "malformed_json", "the body must be a JSON object")
+    if isinstance(doc.get("nodes"), list):  # too many: refused before a model is made of each
+        evaluation.limits(runtime().settings).check_nodes(len(doc["nodes"]))
     req = EvaluateRequest.model_validate(doc)
     body = evaluation.evaluate(req, runtime().settings)
     g.stats = body["stats"]  # for the request's log line and metrics (observability.py)

@@ -127,6 +127,13 @@ def broadcast_1e5(ex):
                             node("o", "add", ["c", "v"])])
 
 
+def huge_response(ex):
+    """A 2^25-element output, within every limit but the response's in nested JSON."""
+    c = {"shape": [2**12, 1], "data": [0] * 2**12}
+    r = {"shape": [1, 2**13], "data": [0] * 2**13}
+    return graph({"c": c, "r": r}, [node("o", "add", ["c", "r"])])
+
+
 def many_nodes(ex):
     """200,001 nodes, one over max_nodes: the same node object repeated, dumped once."""
     return graph({"x": X}, [node("n", "neg", ["x"])] * 200_001)
@@ -308,6 +315,7 @@ CASES = [
     post("20000^3 matmul", cube_matmul, 413, "tensor_too_large"),
     post("four 4096^3 matmuls", flops_chain, 413, "graph_too_large"),
     post("200,001 nodes", many_nodes, 413, "graph_too_large"),
+    post("a 2^25-element nested response", huge_response, 413, "response_too_large"),
     # -- API keys (an app with one key) -----------------------------------------------------
     post("no Authorization", lambda ex: ex, 401, "unauthorized", keyed=True),
     post("wrong key", lambda ex: ex, 401, "unauthorized", keyed=True,

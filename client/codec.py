@@ -8,7 +8,10 @@ values are the strings "NaN", "Infinity", "-Infinity", never bare tokens.
 
 from __future__ import annotations
 
-import base64
+try:  # SIMD base64 when installed (the server has it); the standard library's otherwise
+    import pybase64 as base64
+except ImportError:  # pragma: no cover - depends on the environment
+    import base64
 import json
 import math
 

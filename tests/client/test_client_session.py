@@ -9,7 +9,7 @@ import time
 
 import numpy as np
 import pytest
-from stub_http import Answer, Stub
+from tests.client.stub_http import Answer, Stub
 
 import client.errors as E
 import client.session

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from test_client import F32, reference
+from tests.e2e.test_client import F32, reference
 
 ROOT = Path(__file__).resolve().parents[2]
 LINE = re.compile(r"^(grad )?(\w+) = (.+)$")

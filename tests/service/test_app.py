@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from openapi_schema_validator import OAS31Validator
 from openapi_spec_validator import validate as validate_spec
-from test_codec import strict_loads
+from tests.service.test_codec import strict_loads
 
 from autograd import OPS
 from service.app import create_app

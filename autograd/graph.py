@@ -372,8 +372,9 @@ class Plan:
             t1 = time.perf_counter()
             gradients = self._backward(seed, deadline, watch) if self.of else {}
             t2 = time.perf_counter()
-        outputs = {name: np.asarray(tensors[name].data) for name in self.outputs}
-        warnings = watch.found + _nonfinite(outputs, "outputs") + _nonfinite(gradients, "gradients")
+            outputs = {name: np.asarray(tensors[name].data) for name in self.outputs}
+            warnings = [*watch.found, *_nonfinite(outputs, "outputs"),
+                        *_nonfinite(gradients, "gradients")]
         stats = {"nodes": len(self.steps), "forward_ms": round((t1 - t0) * 1e3, 3),
                  "backward_ms": round((t2 - t1) * 1e3, 3)}
         return Result(outputs, gradients, warnings, stats)
@@ -439,12 +440,11 @@ class _Watch:
 
 
 def _nonfinite(arrays: Mapping[str, np.ndarray], where: str) -> list[dict]:
-    found = []
+    found = []  # (called inside the run's np.errstate: a sum may overflow)
     for name, a in arrays.items():
-        with np.errstate(all="ignore"):
-            if np.isfinite(a.sum()):  # one pass, no temporary; any NaN or ±inf spoils a sum
-                continue
-            nan, inf = int(np.isnan(a).sum()), int(np.isinf(a).sum())
+        if np.isfinite(a.sum()):  # one pass, no temporary; any NaN or ±inf spoils a sum
+            continue
+        nan, inf = int(np.isnan(a).sum()), int(np.isinf(a).sum())
         found += [{"id": name, "in": where, "kind": kind, "count": n}
                   for kind, n in (("nan", nan), ("inf", inf)) if n]
     return found

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hmac
 import importlib.metadata
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from flask import Flask, Response, current_app, request
 
@@ -17,6 +17,7 @@ from .config import Settings
 from .errors import ApiError
 from .metrics import metrics
 from .openapi import Route
+from .plans import PlanCache
 from .schemas import EvaluateRequest, EvaluateResponse, Info, OpsList, Status
 
 log = logging.getLogger("gradserve")
@@ -29,11 +30,15 @@ except importlib.metadata.PackageNotFoundError:  # running from a source tree
 
 @dataclass
 class Runtime:
-    """Per-process state: the settings, and whether the worker is draining."""
+    """Per-process state: the settings, the plan cache, whether the worker is draining."""
 
     settings: Settings
     draining: bool = False
     listeners: tuple = ()  # the listening sockets, set in each gunicorn worker (shedding)
+    plans: PlanCache = field(init=False)
+
+    def __post_init__(self):
+        self.plans = PlanCache(self.settings.plan_cache, self.settings.max_nodes)
 
 
 def runtime() -> Runtime:
@@ -53,7 +58,8 @@ def evaluate():
     if isinstance(doc.get("nodes"), list):  # too many: refused before a model is made of each
         evaluation.limits(runtime().settings).check_nodes(len(doc["nodes"]))
     req = EvaluateRequest.model_validate(doc)
-    body = evaluation.evaluate(req, runtime().settings)
+    rt = runtime()
+    body = evaluation.evaluate(req, rt.settings, rt.plans)
     request.environ[observability.NODES] = body["stats"]["nodes"]  # for the log line, metrics
     return json_response(body)
 

@@ -23,6 +23,7 @@ from .schemas import MAX_RANK, TensorIn
 
 NONFINITE = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
 LITTLE = {"float32": np.dtype("<f4"), "float64": np.dtype("<f8")}
+NAMES = {np.dtype(name): name for name in LITTLE}  # dtype.name is slow Python code in NumPy
 _NUMBERS = {float, int}
 _DUMP = orjson.OPT_SERIALIZE_NUMPY
 
@@ -145,10 +146,11 @@ def _shaped(a: np.ndarray, shape, layout, where: tuple) -> np.ndarray:
 def encode(a: np.ndarray, encoding: str) -> dict:
     """A response tensor: shape, dtype, and data (nested or flat) or b64."""
     a = np.asarray(a)
-    out = {"shape": list(a.shape), "dtype": a.dtype.name}
+    name = NAMES[a.dtype]
+    out = {"shape": list(a.shape), "dtype": name}
     if encoding == "base64":
         # a JSON string written as it is: no str of the bytes made only to be encoded again
-        b64 = pybase64.b64encode(np.ascontiguousarray(a, LITTLE[a.dtype.name]))
+        b64 = pybase64.b64encode(np.ascontiguousarray(a, LITTLE[name]))
         out["b64"] = orjson.Fragment(b'"' + b64 + b'"')
         return out
     if encoding == "flat":

@@ -37,6 +37,9 @@ class Settings(BaseSettings):
         10 * GiB, ge=0, description="address-space cap of each worker (RLIMIT_AS); 0 = none")
     max_queue: int = Field(
         16, ge=0, description="connections waiting for a worker before new ones get 429; 0 = off")
+    plan_cache: int = Field(
+        64, ge=0, description="plans each worker keeps for graphs sent again (new values, same "
+        "structure); 0 = plan every request")
     drain_s: float = Field(0.0, ge=0,
                            description="after SIGTERM, keep serving with /readyz at 503 this long")
     log_level: str = Field("info", description="debug, info, warning or error")

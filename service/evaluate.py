@@ -10,12 +10,14 @@ from __future__ import annotations
 import time
 
 import numpy as np
+import orjson
 
 from autograd import Leaf, Limits, Plan
 
 from . import codec
 from .config import Settings
 from .errors import ApiError
+from .plans import PlanCache
 from .schemas import EvaluateRequest
 
 
@@ -24,8 +26,8 @@ def limits(settings: Settings) -> Limits:
                   max_total_bytes=settings.max_total_bytes, max_flops=settings.max_flops)
 
 
-def evaluate(req: EvaluateRequest, settings: Settings) -> dict:
-    """The response body for a validated request."""
+def evaluate(req: EvaluateRequest, settings: Settings, plans: PlanCache) -> dict:
+    """The response body for a validated request; `plans` holds the worker's plans."""
     deadline = time.monotonic() + settings.deadline_s
     dtype = np.dtype(req.dtype)
     arrays = {name: codec.decode(t, dtype, ("inputs", name), settings.max_elements)
@@ -35,10 +37,14 @@ def evaluate(req: EvaluateRequest, settings: Settings) -> dict:
         grad = {"of": req.grad.of, "wrt": req.grad.wrt}
         if req.grad.seed is not None:
             seed = codec.decode(req.grad.seed, dtype, ("grad", "seed"), settings.max_elements)
-    plan = Plan(req.nodes, {name: Leaf(a.shape, req.inputs[name].requires_grad)
-                        for name, a in arrays.items()},
-                outputs=req.outputs, grad=grad, seed_shape=None if seed is None else seed.shape,
-                dtype=dtype, limits=limits(settings))
+    leaves = {name: Leaf(a.shape, req.inputs[name].requires_grad) for name, a in arrays.items()}
+    seed_shape = None if seed is None else seed.shape
+    # everything a plan depends on; the nodes as their JSON (2 and 2.0 differ there too)
+    key = (orjson.dumps(req.nodes), tuple(leaves.items()), _frozen(req.outputs),
+           _frozen(grad and grad["of"]), _frozen(grad and grad["wrt"]), seed_shape, req.dtype)
+    plan = plans.get(key, lambda: Plan(req.nodes, leaves, outputs=req.outputs, grad=grad,
+                                       seed_shape=seed_shape, dtype=dtype,
+                                       limits=limits(settings)))
     _check_response_size(plan, dtype, req.encoding, settings.max_response_bytes)
     result = plan.run(arrays, seed, deadline=deadline, anomaly=req.anomaly)
     return {
@@ -49,8 +55,12 @@ def evaluate(req: EvaluateRequest, settings: Settings) -> dict:
     }
 
 
+def _frozen(v):
+    return tuple(v) if isinstance(v, list) else v
+
+
 def _check_response_size(plan: Plan, dtype: np.dtype, encoding: str, limit: int) -> None:
-    returned = [plan.shapes[name] for name in [*plan.outputs, *plan.wrt]]
+    returned = [plan.tensors[name].shape for name in [*plan.outputs, *plan.wrt]]
     need = sum(codec.encoded_size(shape, dtype, encoding) for shape in returned)
     if need > limit:
         hint = "" if encoding == "base64" else '; "encoding": "base64" is about 4x smaller'

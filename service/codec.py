@@ -146,7 +146,7 @@ def _shaped(a: np.ndarray, shape, layout, where: tuple) -> np.ndarray:
 def encode(a: np.ndarray, encoding: str) -> dict:
     """A response tensor: shape, dtype, and data (nested or flat) or b64."""
     a = np.asarray(a)
-    name = NAMES[a.dtype]
+    name = NAMES.get(a.dtype) or NAMES[a.dtype.newbyteorder("<")]  # a big-endian array too
     out = {"shape": list(a.shape), "dtype": name}
     if encoding == "base64":
         # a JSON string written as it is: no str of the bytes made only to be encoded again

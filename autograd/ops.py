@@ -132,8 +132,8 @@ def _expand(t, g):
     """Undo a reduction: g back to the input's shape, as a broadcast view."""
     x = t.parents[0]
     if not t.attrs["keepdims"]:
-        g = np.reshape(g, shapes.reduced(x.shape, t.attrs["axis"], True))
-    return np.broadcast_to(g, x.shape)
+        g = g.reshape(shapes.reduced(x.shape, t.attrs["axis"], True))
+    return shapes.expand(g, x.shape)
 
 
 def _count(t):

@@ -1,6 +1,7 @@
 """Soak: minutes of mixed valid and hostile traffic against a real gunicorn.
 
     python bench/soak.py --minutes 10          # the figures issue 6 reports
+    python bench/soak.py --minutes 10 --no-recycle   # and with no worker ever recycled
     python bench/soak.py --minutes 1 --json    # what tests/e2e/test_soak.py runs
 
 gunicorn starts as `make serve` starts it (tests/conftest.py's Server: service/gunicorn.conf.py,
@@ -191,8 +192,12 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=2, help="gunicorn workers")
     ap.add_argument("--warmup", type=float, default=60, help="seconds of traffic before "
                     "the memory at start is read")
+    ap.add_argument("--no-recycle", action="store_true", help="turn off gunicorn's "
+                    "max_requests, so that no worker restart hides a leak")
     ap.add_argument("--json", action="store_true", help="print one JSON object")
     args = ap.parse_args()
+    if args.no_recycle:  # the command line beats service/gunicorn.conf.py's max_requests
+        os.environ["GUNICORN_CMD_ARGS"] = "--max-requests 0"
     r = run(args.minutes, args.clients, args.workers, args.warmup)
     if args.json:
         print(json.dumps(r))

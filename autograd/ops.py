@@ -24,11 +24,15 @@ def _x(t, i=0):
     return t.parents[i].data
 
 
-def _times(g, y):
-    """g * y, with no pass over the data when g is 1 broadcast: the gradient a sum sends
-    back, so `sum(f(x) * x)` costs what hand-written NumPy does."""
-    if not any(g.strides) and g.shape == np.shape(y) and g.size and g.flat[0] == 1:
+def _times(g, y, fresh: bool = False):
+    """g * y. No pass over the data when g is 1 broadcast (the gradient a sum sends back);
+    when y is a temporary the rule just made (`fresh`), the product goes into it, one
+    buffer fewer at the peak of a backward pass over large tensors."""
+    s = g.strides
+    if s and s[-1] == 0 and not any(s) and g.shape == np.shape(y) and g.flat[0] == 1:
         return y
+    if fresh and isinstance(y, np.ndarray) and y.shape == g.shape:
+        return np.multiply(y, g, out=y)
     return g * y
 
 
@@ -74,7 +78,7 @@ def _pow_grad(t, g):
     n = t.attrs["exponent"]
     if n == 0:  # d/dx x**0 is 0 everywhere, also at x = 0 where n * x**-1 is nan
         return (np.zeros_like(g),)
-    return (_times(g, n * _x(t) ** (n - 1)),)
+    return (_times(g, n * _x(t) ** (n - 1), fresh=True),)
 
 
 defop("pow", 1, lambda x, exponent: x ** exponent, _pow_grad, _same,
@@ -83,7 +87,7 @@ defop("pow", 1, lambda x, exponent: x ** exponent, _pow_grad, _same,
 
 defop("neg", 1, np.negative, lambda t, g: (-g,), _same, "-x", "-g", operator="-x")
 
-defop("abs", 1, np.abs, lambda t, g: (_times(g, np.sign(_x(t))),), _same,
+defop("abs", 1, np.abs, lambda t, g: (_times(g, np.sign(_x(t)), fresh=True),), _same,
       "|x|", "g * sign(x), 0 at 0", saves="x")
 
 
@@ -165,11 +169,11 @@ defop("exp", 1, np.exp, lambda t, g: (_times(g, t.data),), _same, "e^x", "g * e^
 defop("log", 1, np.log, lambda t, g: (g / _x(t),), _same, "ln x", "g / x", saves="x")
 defop("sqrt", 1, np.sqrt, lambda t, g: (g / (2 * t.data),), _same,
       "√x", "g / (2 √x)", saves="y")
-defop("sin", 1, np.sin, lambda t, g: (_times(g, np.cos(_x(t))),), _same,
+defop("sin", 1, np.sin, lambda t, g: (_times(g, np.cos(_x(t)), fresh=True),), _same,
       "sin x", "g * cos x", saves="x")
-defop("cos", 1, np.cos, lambda t, g: (_times(g, -np.sin(_x(t))),), _same,
+defop("cos", 1, np.cos, lambda t, g: (_times(g, -np.sin(_x(t)), fresh=True),), _same,
       "cos x", "-g * sin x", saves="x")
-defop("tan", 1, np.tan, lambda t, g: (g / np.cos(_x(t)) ** 2,), _same,
+defop("tan", 1, np.tan, lambda t, g: (_times(g, np.cos(_x(t)) ** -2, fresh=True),), _same,
       "tan x", "g * sec² x", saves="x")
 
 
@@ -198,9 +202,9 @@ def _softmax_bind(s, axis):
 
 defop("relu", 1, lambda x: np.maximum(x, 0), lambda t, g: (np.where(t.data > 0, g, 0),), _same,
       "max(x, 0)", "g where x > 0, else 0 (0 at 0)", saves="y")
-defop("sigmoid", 1, _sigmoid, lambda t, g: (_times(g, t.data * (1 - t.data)),), _same,
+defop("sigmoid", 1, _sigmoid, lambda t, g: (_times(g, t.data * (1 - t.data), fresh=True),), _same,
       "1 / (1 + e^-x)", "g * s * (1 - s), s the output", saves="y")
-defop("tanh", 1, np.tanh, lambda t, g: (_times(g, 1 - t.data * t.data),), _same,
+defop("tanh", 1, np.tanh, lambda t, g: (_times(g, 1 - t.data * t.data, fresh=True),), _same,
       "tanh x", "g * (1 - tanh² x)", saves="y")
 defop("softmax", 1, _softmax, _softmax_grad, lambda s, axis: s,
       "e^x / Σ e^x along axis (max subtracted first)", "s * (g - Σ s * g along axis)",

@@ -230,6 +230,7 @@ def backprop(path: Sequence[Tensor], of: Tensor, seed, *, keep: Iterable[Tensor]
         if deadline is not None and time.monotonic() > deadline:
             raise DeadlineExceeded("the evaluation ran past its deadline and was stopped")
         pgs = t.op.grad(t, g)
+        g = None  # passed on: let it go before anything below allocates
         if len(pgs) != len(t.parents):
             raise AutogradError(f"internal: {t.op.name} returned {len(pgs)} gradients "
                                 f"for {len(t.parents)} parents", node=t.name)
@@ -248,6 +249,7 @@ def backprop(path: Sequence[Tensor], of: Tensor, seed, *, keep: Iterable[Tensor]
             else:
                 grads[p] = prev + pg
                 owned.add(p)
+        pgs = pg = prev = None  # likewise: held here, they would sit through the next rule
         if frees is not None:
             for dead in frees[i]:
                 dead.data = None

@@ -23,7 +23,7 @@ from .errors import (
                      UnknownId,
                      UnknownOp,
 )
-from .graph import Cost, Leaf, Limits, Plan, Result, evaluate, plan
+from .graph import Cost, Leaf, Limits, Plan, Result, evaluate, nonfinite, plan
 from .registry import DTYPES, OPS, Attr, Op
 from .tensor import Kind, Tensor, apply, backprop
 
@@ -31,5 +31,6 @@ __all__ = [
     "DTYPES", "OPS", "ArityError", "Attr", "AutogradError", "BadAttribute", "BadTensor", "Cost",
     "CycleError", "DeadlineExceeded", "DtypeMismatch", "DuplicateId", "Kind", "Leaf",
     "LimitExceeded", "Limits", "Op", "Plan", "Result", "SeedRequired", "ShapeMismatch",
-    "Tensor", "UnknownId", "UnknownOp", "apply", "backprop", "evaluate", "functions", "plan",
+    "Tensor", "UnknownId", "UnknownOp", "apply", "backprop", "evaluate", "functions",
+    "nonfinite", "plan",
 ]

@@ -88,7 +88,7 @@ class Step:
 class Result:
     outputs: dict[str, np.ndarray]
     gradients: dict[str, np.ndarray]
-    warnings: list[dict]
+    warnings: list[dict]  # from Plan.run: anomalies (anomaly=True); nonfinite() adds the rest
     stats: dict
 
 
@@ -373,11 +373,9 @@ class Plan:
             gradients = self._backward(seed, deadline, watch) if self.of else {}
             t2 = time.perf_counter()
             outputs = {name: np.asarray(tensors[name].data) for name in self.outputs}
-            warnings = [*watch.found, *_nonfinite(outputs, "outputs"),
-                        *_nonfinite(gradients, "gradients")]
         stats = {"nodes": len(self.steps), "forward_ms": round((t1 - t0) * 1e3, 3),
                  "backward_ms": round((t2 - t1) * 1e3, 3)}
-        return Result(outputs, gradients, warnings, stats)
+        return Result(outputs, gradients, watch.found, stats)
 
     def _backward(self, seed, deadline, watch) -> dict[str, np.ndarray]:
         tensors, dt = self.tensors, self.dtype
@@ -410,12 +408,15 @@ def evaluate(nodes: Sequence[Mapping], inputs: Mapping[str, np.ndarray], *, requ
              outputs=None, grad: Mapping | None = None, dtype="float32",
              limits: Limits | None = None, deadline: float | None = None,
              anomaly: bool = False) -> Result:
-    """Plan and run in one call. `grad` is {"of", "wrt", "seed"} as in PROTOCOL.md §1."""
+    """Plan and run in one call, warnings for non-finite results included (PROTOCOL.md §1).
+    `grad` is {"of", "wrt", "seed"}."""
     seed = None if not grad else grad.get("seed")
     leaves = {name: Leaf(np.shape(a), name in requires_grad) for name, a in inputs.items()}
     p = Plan(nodes, leaves, outputs=outputs, grad=grad, dtype=dtype, limits=limits,
              seed_shape=None if seed is None else np.shape(seed))
-    return p.run(inputs, seed, deadline=deadline, anomaly=anomaly)
+    result = p.run(inputs, seed, deadline=deadline, anomaly=anomaly)
+    result.warnings += nonfinite(result)
+    return result
 
 
 # ---- helpers ----------------------------------------------------------------------------
@@ -439,10 +440,18 @@ class _Watch:
                 self.check(t, g, "backward")
 
 
+def nonfinite(result: Result) -> list[dict]:
+    """PROTOCOL.md §1's warnings for a result's returned tensors that hold NaN or ±Infinity.
+
+    Reporting, not computing: Plan.run leaves it to its caller, which may already pass over
+    the data (to write it out, say)."""
+    return _nonfinite(result.outputs, "outputs") + _nonfinite(result.gradients, "gradients")
+
+
 def _nonfinite(arrays: Mapping[str, np.ndarray], where: str) -> list[dict]:
-    found = []  # (called inside the run's np.errstate: a sum may overflow)
+    found = []
     for name, a in arrays.items():
-        if np.isfinite(a.sum()):  # one pass, no temporary; any NaN or ±inf spoils a sum
+        if np.isfinite(a).all():
             continue
         nan, inf = int(np.isnan(a).sum()), int(np.isinf(a).sum())
         found += [{"id": name, "in": where, "kind": kind, "count": n}

@@ -50,11 +50,12 @@ def unbroadcast(g, shape: Shape):
     if g.shape == shape:
         return g
     lead = g.ndim - len(shape)
-    axes = tuple(range(lead)) + tuple(
-        lead + i for i, d in enumerate(shape) if d == 1 and g.shape[lead + i] != 1)
-    if axes:
-        g = g.sum(axis=axes, keepdims=True)
-    return g.reshape(shape)
+    if lead:  # added in front: summed away (a bias's gradient is one sum, no reshape)
+        g = g.sum(axis=tuple(range(lead)))
+    stretched = tuple(i for i, d in enumerate(shape) if d == 1 and g.shape[i] != 1)
+    if stretched:
+        g = g.sum(axis=stretched, keepdims=True)
+    return g
 
 
 def expand(g, shape: Shape):

@@ -12,7 +12,7 @@ import time
 import numpy as np
 import orjson
 
-from autograd import Leaf, Limits, Plan
+from autograd import Leaf, Limits, Plan, nonfinite
 
 from . import codec
 from .config import Settings
@@ -50,7 +50,7 @@ def evaluate(req: EvaluateRequest, settings: Settings, plans: PlanCache) -> dict
     return {
         "outputs": {k: codec.encode(v, req.encoding) for k, v in result.outputs.items()},
         "gradients": {k: codec.encode(v, req.encoding) for k, v in result.gradients.items()},
-        "warnings": result.warnings,
+        "warnings": result.warnings + nonfinite(result),
         "stats": result.stats,
     }
 

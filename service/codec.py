@@ -151,7 +151,7 @@ def encode(a: np.ndarray, encoding: str) -> dict:
     if encoding == "base64":
         # a JSON string written as it is: no str of the bytes made only to be encoded again
         b64 = pybase64.b64encode(np.ascontiguousarray(a, LITTLE[name]))
-        out["b64"] = orjson.Fragment(b'"' + b64 + b'"')
+        out["b64"] = orjson.Fragment(b"".join((b'"', b64, b'"')))  # one copy, not two
         return out
     if encoding == "flat":
         out["encoding"] = "flat"

@@ -25,11 +25,10 @@ import os
 import sys
 
 # Run as a script, this folder heads sys.path, and its http.py would shadow the standard
-# library's `http`: take the folder off; the hostile table and the server come from tests/.
+# library's `http`: take the folder off; the hostile table and the server come from tests.
 _HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(_HERE)
-sys.path[:] = [ROOT, os.path.join(ROOT, "tests"), os.path.join(ROOT, "tests", "service")] + [
-    p for p in sys.path if os.path.abspath(p or ".") != _HERE]
+sys.path[:] = [ROOT] + [p for p in sys.path if os.path.abspath(p or ".") != _HERE]
 
 import argparse  # noqa: E402
 import http.client  # noqa: E402
@@ -42,8 +41,8 @@ import time  # noqa: E402
 from collections import Counter  # noqa: E402
 from pathlib import Path  # noqa: E402
 
-from conftest import EXAMPLE, Server  # noqa: E402
-from test_hostile import CASES, EXPECTED, KEY, Case  # noqa: E402
+from tests.conftest import EXAMPLE, Server  # noqa: E402
+from tests.service.test_hostile import CASES, EXPECTED, KEY, Case  # noqa: E402
 
 VALID_SHARE = 0.5  # of requests that are the §1 example; the rest are hostile cases
 # What the gunicorn log says when a worker ends other than by max_requests recycling.

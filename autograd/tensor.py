@@ -223,11 +223,12 @@ def backprop(path: Sequence[Tensor], of: Tensor, seed, *, keep: Iterable[Tensor]
     grads = {of: seed}
     owned = set()  # gradients this sweep allocated, safe to add into in place
     keep = None if keep is None else set(keep)
+    clock = time.monotonic
     for i, t in enumerate(reversed(path)):
         g = grads.get(t) if keep is None or t in keep else grads.pop(t, None)
         if g is None or t.op is None:
             continue
-        if deadline is not None and time.monotonic() > deadline:
+        if deadline is not None and clock() > deadline:
             raise DeadlineExceeded("the evaluation ran past its deadline and was stopped")
         pgs = t.op.grad(t, g)
         g = None  # passed on: let it go before anything below allocates
@@ -236,7 +237,7 @@ def backprop(path: Sequence[Tensor], of: Tensor, seed, *, keep: Iterable[Tensor]
                                 f"for {len(t.parents)} parents", node=t.name)
         if hook is not None:
             hook(t, pgs)
-        for p, need, pg in zip(t.parents, t.needs, pgs, strict=True):
+        for p, need, pg in zip(t.parents, t.needs, pgs, strict=False):  # lengths checked above
             if not need:
                 continue
             if pg.shape != p.shape:

@@ -45,27 +45,27 @@ class NetworkError(GradserveError):
 
 
 class ConnectError(NetworkError):
-    pass
+    """The server could not be reached (refused, reset, DNS); retried before raising."""
 
 
 class ReadTimeoutError(NetworkError):
-    pass
+    """The server took longer than the timeout to answer; not retried."""
 
 
 class BadRequestError(GradserveError):
-    pass
+    """400, 404, 405 or 415: the request itself is malformed or misdirected."""
 
 
 class UnauthorizedError(GradserveError):
-    pass
+    """401 or 403: no valid API key (Client(api_key=...))."""
 
 
 class TooLargeError(GradserveError):
-    pass
+    """413: the body, a tensor, the graph or the response passes a server limit."""
 
 
 class ValidationError(GradserveError):
-    pass
+    """422: the graph is not valid (unknown op or id, shapes, attributes, ...)."""
 
 
 class OverloadedError(GradserveError):
@@ -76,11 +76,11 @@ class OverloadedError(GradserveError):
 
 
 class DeadlineError(GradserveError):
-    pass
+    """504: the evaluation ran past the server's deadline and was stopped."""
 
 
 class ServerError(GradserveError):
-    pass
+    """Any other 5xx: a server fault, never the client's."""
 
 
 BY_STATUS: dict[int, type[GradserveError]] = {

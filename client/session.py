@@ -12,6 +12,7 @@ change by asking again, and a read timeout means the work itself is slow.
 
 from __future__ import annotations
 
+import abc
 import email.utils
 import importlib.metadata
 import itertools
@@ -47,14 +48,16 @@ RETRY_STATUS = frozenset({429, 503})
 PROGRESS_DELAY = 1.0  # seconds evaluate_many runs before it shows a progress bar
 
 
-class BaseClient:
+class BaseClient(abc.ABC):
     """What every client offers; subclasses say how a request is answered (`request`)."""
 
+    @abc.abstractmethod
     def request(self, method: str, path: str, *, json=None, **kwargs) -> dict:
-        raise NotImplementedError
+        """Answer one request: the decoded JSON body, or a GradserveError."""
 
     def close(self) -> None:
-        pass
+        """Release what the client holds (the local client holds nothing)."""
+        return None
 
     def __enter__(self):
         return self
@@ -121,7 +124,8 @@ class BaseClient:
             return results
 
     def _reserve(self, connections: int) -> None:
-        """Make room for this many requests at once."""
+        """Make room for this many requests at once (the local client needs none)."""
+        return None
 
     @classmethod
     def local(cls, **kwargs):
@@ -268,14 +272,16 @@ def _body(item) -> dict:
 
 
 class _NoBar:
+    """tqdm's interface, showing nothing: a short run or no terminal."""
+
     def update(self, n: int = 1) -> None:
-        pass
+        return None
 
     def __enter__(self):
         return self
 
     def __exit__(self, *exc) -> None:
-        pass
+        return None
 
 
 def _progress_bar(total: int, progress: bool | None):

@@ -68,7 +68,7 @@ class _StderrHandler(logging.StreamHandler):
 
     @stream.setter
     def stream(self, _):
-        pass
+        """logging sets it in __init__; the property above answers instead."""
 
 
 def configure_logging(level: str) -> None:

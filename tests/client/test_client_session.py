@@ -9,12 +9,12 @@ import time
 
 import numpy as np
 import pytest
-from tests.client.stub_http import Answer, Stub
 
 import client.errors as E
 import client.session
 from client import Client, Graph
 from client.session import retry_after
+from tests.client.stub_http import Answer, Stub
 
 
 @pytest.fixture

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from tests.e2e.test_client import F32, reference
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -11,12 +11,12 @@ import numpy as np
 import pytest
 from openapi_schema_validator import OAS31Validator
 from openapi_spec_validator import validate as validate_spec
-from tests.service.test_codec import strict_loads
 
 from autograd import OPS
 from service.app import create_app
 from service.config import Settings
 from service.errors import CODES
+from tests.service.test_codec import strict_loads
 
 PROBLEM = "application/problem+json"
 CANARY = 31415.92  # a value put in request tensors that no error body may echo

@@ -64,7 +64,7 @@ class Stub:
                 self.wfile.write(raw)
 
             def log_message(self, *args):
-                pass
+                """Quiet: the test reads what the stub recorded, not its log."""
 
         self.server = _Server(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"

@@ -9,6 +9,7 @@ X-Request-ID each request carries through nginx.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
@@ -100,11 +101,9 @@ class Nginx:
         while True:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"nginx exited {self.proc.returncode}:\n{self.errors()}")
-            try:
+            with contextlib.suppress(requests.ConnectionError):  # not listening yet
                 if requests.get(self.url + "/healthz", timeout=2).status_code == 200:
                     return
-            except requests.ConnectionError:
-                pass
             if time.monotonic() > end:
                 self.stop()
                 raise RuntimeError(f"nginx did not answer:\n{self.errors()}")

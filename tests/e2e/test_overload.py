@@ -5,7 +5,6 @@ too long; never a 5xx otherwise, never a dead worker."""
 from __future__ import annotations
 
 import socket
-import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -81,7 +80,6 @@ def test_shedding_is_off_when_max_queue_is_0(start_server):
     assert statuses == [200] * 10
 
 
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="TCP_INFO of a listener is Linux")
 def test_the_accept_queue_is_read_from_the_listening_socket():
     with socket.create_server(("127.0.0.1", 0), backlog=16) as listener:
         assert shedding.queued([listener]) == 0

@@ -174,10 +174,13 @@ class Plan:
                 raise UnknownOp(f"node {nid!r}: unknown op {name!r}; GET /v1/ops lists them",
                                 path=("nodes", i, "op"), node=nid)
             args = node.get("args", ())
-            if not isinstance(args, (list, tuple)) or len(args) != op.arity:
-                n = len(args) if isinstance(args, (list, tuple)) else "no list of"
-                raise ArityError(f"node {nid!r} ({op.name}): takes {op.arity} argument(s), "
-                                 f"got {n}", path=("nodes", i, "args"), node=nid)
+            if not isinstance(args, (list, tuple)):
+                raise ArityError(f"node {nid!r} ({op.name}): args must be a list",
+                                 path=("nodes", i, "args"), node=nid)
+            try:
+                op.check_arity(len(args))
+            except ArityError as e:
+                raise e.within("nodes", i, "args", node=nid, context=f"node {nid!r}") from None
             ids, tensors = [], 0
             for j, a in enumerate(args):
                 if a.__class__ is str:
@@ -215,9 +218,7 @@ class Plan:
             parents = tuple(tensors[a] for a in s.args)
             op = s.op
             try:
-                if op.bind:
-                    s.attrs.update(op.bind(*[p.shape for p in parents], **s.attrs))
-                out = op.shape(*[p.shape for p in parents], **s.attrs)
+                s.attrs, out = op.infer([p.shape for p in parents], s.attrs)
             except AutogradError as e:
                 part = "attrs" if isinstance(e, BadAttribute) else "args"
                 raise e.within("nodes", s.index, part, node=s.id,

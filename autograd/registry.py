@@ -12,14 +12,14 @@ from __future__ import annotations
 
 import math
 import numbers
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
 import numpy as np
 
-from .errors import BadAttribute
+from .errors import ArityError, BadAttribute
 
 DTYPES = ("float32", "float64")
 REQUIRED = object()
@@ -158,6 +158,17 @@ class Op:
                 raise BadAttribute(f"attribute {a.name!r} must be {_EXPECTS[a.kind]}",
                                    path=(a.name,)) from None
         return out
+
+    def check_arity(self, n: int) -> None:
+        if n != self.arity:
+            raise ArityError(f"{self.name} takes {self.arity} argument(s), got {n}")
+
+    def infer(self, shapes: Sequence[tuple], attrs: dict) -> tuple[dict, tuple]:
+        """Checked attrs bound against the operands' shapes, and the output's shape; raises
+        BadAttribute or ShapeMismatch. Eager ops, the planner and the SDK all ask this."""
+        if self.bind:
+            attrs = {**attrs, **self.bind(*shapes, **attrs)}
+        return attrs, tuple(self.shape(*shapes, **attrs))
 
     def bind_forward(self, attrs: dict) -> Callable:
         """The forward function with its attributes bound. Calling a NumPy ufunc with even an

@@ -17,7 +17,6 @@ import numpy as np
 
 from . import ops as _ops  # noqa: F401  (fills the registry)
 from .errors import (
-    ArityError,
     AutogradError,
     BadTensor,
     DeadlineExceeded,
@@ -161,8 +160,7 @@ def constant(value, dtype) -> Tensor:
 
 def apply(op: Op, *args, **attrs) -> Tensor:
     """Run one op eagerly: arity, dtypes, attributes and shapes checked, then forward."""
-    if len(args) != op.arity:
-        raise ArityError(f"{op.name} takes {op.arity} argument(s), got {len(args)}")
+    op.check_arity(len(args))
     dtypes = {a.dtype for a in args if isinstance(a, Tensor)}
     if not dtypes:
         raise TypeError(f"{op.name} needs at least one Tensor argument")
@@ -179,11 +177,7 @@ def apply(op: Op, *args, **attrs) -> Tensor:
         else:
             kind = "a Tensor or a number" if i in op.numbers else "a Tensor"
             raise TypeError(f"argument {i} of {op.name} must be {kind}, not {type(a).__name__}")
-    attrs = op.check_attrs(attrs)
-    in_shapes = [p.shape for p in parents]
-    if op.bind:
-        attrs = op.bind(*in_shapes, **attrs)
-    op.shape(*in_shapes, **attrs)  # raises ShapeMismatch with the reason
+    attrs, _ = op.infer([p.shape for p in parents], op.check_attrs(attrs))
     data = np.asarray(op.bind_forward(attrs)(*[p.data for p in parents]))
     return Tensor._node(op, tuple(parents), attrs, tuple(p.requires_grad for p in parents),
                         data.shape, data.dtype, data=data)

@@ -23,7 +23,6 @@ from collections.abc import Iterable, Sequence
 import numpy as np
 
 from autograd import DTYPES, OPS, AutogradError, Op
-from autograd.errors import ArityError
 from autograd.graph import ID
 from autograd.registry import install, is_number
 
@@ -240,8 +239,7 @@ class Graph:
 def build(op: Op, *args, **attrs) -> Node:
     """One op applied to nodes (and number literals where the op allows), checked now."""
     try:
-        if len(args) != op.arity:
-            raise ArityError(f"{op.name} takes {op.arity} argument(s), got {len(args)}")
+        op.check_arity(len(args))
         graphs = {a.graph for a in args if isinstance(a, Node)}
         if not graphs:
             raise TypeError(f"{op.name} needs at least one Node argument")
@@ -254,9 +252,7 @@ def build(op: Op, *args, **attrs) -> Node:
                 raise TypeError(f"argument {i} of {op.name} must be {kind}, "
                                 f"not {type(a).__name__}")
         checked = op.check_attrs(attrs)
-        shapes = [a.shape if isinstance(a, Node) else () for a in args]
-        bound = op.bind(*shapes, **checked) if op.bind else checked
-        shape = tuple(op.shape(*shapes, **bound))
+        _, shape = op.infer([a.shape if isinstance(a, Node) else () for a in args], checked)
     except AutogradError as e:
         raise from_engine(e) from None
     (graph,) = graphs

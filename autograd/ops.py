@@ -140,10 +140,9 @@ def _expand(t, g):
     return shapes.expand(g, x.shape)
 
 
-def _count(t):
-    """How many elements each output of a reduction averages."""
-    s, axis = t.parents[0].shape, t.attrs["axis"]
-    return size(s) if axis is None else math.prod(s[i] for i in axis)
+def _count(shape, axis) -> int:
+    """How many elements each output of a reduction over `axis` (normalised) takes in."""
+    return size(shape) if axis is None else math.prod(shape[i] for i in axis)
 
 
 defop("sum", 1, lambda x, axis, keepdims: np.sum(x, axis=axis, keepdims=keepdims),
@@ -153,12 +152,12 @@ defop("sum", 1, lambda x, axis, keepdims: np.sum(x, axis=axis, keepdims=keepdims
 
 def _mean(x, axis=None, keepdims=False):
     # Σ/n, not np.mean: an empty mean is NaN here without np.mean's Python-level warning
-    n = size(np.shape(x)) if axis is None else math.prod(np.shape(x)[i] for i in axis)
-    return np.sum(x, axis=axis, keepdims=keepdims) / n
+    return np.sum(x, axis=axis, keepdims=keepdims) / _count(np.shape(x), axis)
 
 
 defop("mean", 1, _mean,
-      lambda t, g: (_expand(t, g / _count(t)),), _reduce_shape,
+      lambda t, g: (_expand(t, g / _count(t.parents[0].shape, t.attrs["axis"])),),
+      _reduce_shape,
       "Σ x / n over axis", "g / n broadcast back over the reduced axes",
       attrs=_REDUCE_ATTRS, bind=_reduce_bind, flops=_in_flops)
 

@@ -55,10 +55,10 @@ def evaluate():
     doc = codec.loads(_body())
     if not isinstance(doc, dict):
         raise ApiError(400, "malformed_json", "the body must be a JSON object")
-    if isinstance(doc.get("nodes"), list):  # too many: refused before a model is made of each
-        evaluation.limits(runtime().settings).check_nodes(len(doc["nodes"]))
-    req = EvaluateRequest.model_validate(doc)
     rt = runtime()
+    if isinstance(doc.get("nodes"), list):  # too many: refused before a model is made of each
+        evaluation.limits(rt.settings).check_nodes(len(doc["nodes"]))
+    req = EvaluateRequest.model_validate(doc)
     body = evaluation.evaluate(req, rt.settings, rt.plans)
     request.environ[observability.NODES] = body["stats"]["nodes"]  # for the log line, metrics
     return json_response(body)
@@ -129,12 +129,13 @@ def _guard():
     route = _BY_ENDPOINT.get(request.endpoint)
     if route is None:
         return None  # werkzeug answers 404/405, through the one error handler
-    settings = runtime().settings
+    rt = runtime()
+    settings = rt.settings
     if route.auth and settings.api_keys and not _authorized(settings.api_keys):
         raise ApiError(401, "unauthorized", "send Authorization: Bearer <key>",
                        headers={"WWW-Authenticate": 'Bearer realm="gradserve"'})
     if route.request is not None:
-        shedding.check(runtime().listeners, settings.max_queue)
+        shedding.check(rt.listeners, settings.max_queue)
         length = request.content_length
         if length is not None and length > settings.max_body_bytes:
             raise ApiError(413, "body_too_large", f"the body has {length:,} bytes; the limit "

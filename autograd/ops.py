@@ -286,7 +286,8 @@ def _softmax(x, axis):
 
 def _softmax_grad(t, g):
     y, axis = _y(t, g), t.attrs["axis"]
-    axis = None if axis is None else axis - len(t.shape)  # from the end: batch axes in front
+    # from the end, batch axes in front; a 0-d tensor is its own axis: sum over none
+    axis = () if axis is None else axis - len(t.shape)
     return (y * (g - (y * g).sum(axis=axis, keepdims=True)),)
 
 
@@ -329,13 +330,19 @@ def _loss_grads(t, d):
     return (d if t.needs[0] else None, -d if t.needs[1] else None)
 
 
+def _per_element(t, g):
+    """A loss's scalar g (with any batch axes) divided by n, shaped to broadcast against
+    the operands."""
+    shape = t.parents[0].shape
+    return (g / size(shape)).reshape(_lead(t, g) + (1,) * len(shape))
+
+
 defop("mse_loss", 2, lambda p, q: _mean(np.square(p - q)),
-      lambda t, g: _loss_grads(t, (_x(t, g, 0) - _x(t, g, 1))
-                               * (2 * g / size(t.parents[0].shape))),
+      lambda t, g: _loss_grads(t, (_x(t, g, 0) - _x(t, g, 1)) * (2 * _per_element(t, g))),
       _pair, "mean((pred - target)²)", "±2 g (pred - target) / n", saves="x", flops=_in_flops)
 
 defop("mae_loss", 2, lambda p, q: _mean(np.abs(p - q)),
-      lambda t, g: _loss_grads(t, _times(g / size(t.parents[0].shape),
+      lambda t, g: _loss_grads(t, _times(_per_element(t, g),
                                          np.sign(_data(_x(t, g, 0)) - _data(_x(t, g, 1))))),
       _pair, "mean(|pred - target|)", "±g sign(pred - target) / n", saves="x", flops=_in_flops)
 

@@ -266,7 +266,8 @@ defop("mean", 1, _mean,
 
 defop("exp", 1, np.exp, lambda t, g: (_times(g, _y(t, g)),), _same, "e^x", "g * e^x",
       saves="y", symmetric=True)
-defop("log", 1, np.log, lambda t, g: (g / _x(t, g),), _same, "ln x", "g / x", saves="x", symmetric=True)
+defop("log", 1, np.log, lambda t, g: (g / _x(t, g),), _same, "ln x", "g / x", saves="x",
+      symmetric=True)
 defop("sqrt", 1, np.sqrt, lambda t, g: (g / (2 * _y(t, g)),), _same,
       "√x", "g / (2 √x)", saves="y", symmetric=True)
 defop("sin", 1, np.sin, lambda t, g: (_times(g, _cos(_x(t, g)), fresh=True),), _same,

@@ -510,8 +510,8 @@ def derivative_cases(use_torch: bool) -> tuple[dict[str, Callable[[], object]], 
           sum(np.sum(g[k] * tangents[k]) for k in params), 1e-3, 1e-6)
     rows = batched.run(arrays, seeds).gradients
     for i in (0, K - 1):
-        check(f"batched cotangent row {i}", rows["W1"][i], one.run(arrays, seeds[i]).gradients["W1"],
-              1e-4, 1e-6)
+        check(f"batched cotangent row {i}", rows["W1"][i],
+              one.run(arrays, seeds[i]).gradients["W1"], 1e-4, 1e-6)
     hv = {"seed": None, "tangents": tangents}
     cases = {
         "forward pass": lambda: forward.run(arrays),

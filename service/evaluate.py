@@ -12,7 +12,8 @@ import time
 import numpy as np
 import orjson
 
-from autograd import Leaf, Limits, Plan, nonfinite
+from autograd import AutogradError, Leaf, Limits, Plan, nonfinite
+from autograd.expr import expand
 
 from . import codec
 from .config import Settings
@@ -39,20 +40,27 @@ def evaluate(req: EvaluateRequest, settings: Settings, plans: PlanCache) -> dict
             seed = codec.decode(req.grad.seed, dtype, ("grad", "seed"), settings.max_elements)
     leaves = {name: Leaf(a.shape, req.inputs[name].requires_grad) for name, a in arrays.items()}
     seed_shape = None if seed is None else seed.shape
+    nodes = expand(req.nodes, req.expr, req.inputs, max_nodes=settings.max_nodes)
     # everything a plan depends on; the nodes as their JSON (2 and 2.0 differ there too)
-    key = (orjson.dumps(req.nodes), tuple(leaves.items()), _frozen(req.outputs),
+    key = (orjson.dumps(nodes), tuple(leaves.items()), _frozen(req.outputs),
            _frozen(grad and grad["of"]), _frozen(grad and grad["wrt"]), seed_shape, req.dtype)
-    plan = plans.get(key, lambda: Plan(req.nodes, leaves, outputs=req.outputs, grad=grad,
-                                       seed_shape=seed_shape, dtype=dtype,
-                                       limits=limits(settings)))
+    try:
+        plan = plans.get(key, lambda: Plan(nodes, leaves, outputs=req.outputs, grad=grad,
+                                           seed_shape=seed_shape, dtype=dtype,
+                                           limits=limits(settings)))
+    except AutogradError as e:  # a fault in an expanded node is the expression's
+        raise nodes.locate(e) from None
     _check_response_size(plan, dtype, req.encoding, settings.max_response_bytes)
     result = plan.run(arrays, seed, deadline=deadline, anomaly=req.anomaly)
-    return {
+    body = {
         "outputs": {k: codec.encode(v, req.encoding) for k, v in result.outputs.items()},
         "gradients": {k: codec.encode(v, req.encoding) for k, v in result.gradients.items()},
         "warnings": result.warnings + nonfinite(result),
         "stats": result.stats,
     }
+    if req.expr:
+        body["expanded"] = nodes.generated
+    return body
 
 
 def _frozen(v):

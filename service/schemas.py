@@ -109,7 +109,12 @@ class GradSpec(Strict):
 class EvaluateRequest(Strict):
     inputs: dict[Id, InputTensor] = Field(description="named leaf tensors", json_schema_extra={
         "additionalProperties": False})  # a name off the id pattern is refused, as in the model
-    nodes: list[Node] = Field(description="operations, in any order")
+    nodes: list[Node] = Field(default_factory=list, description="operations, in any order")
+    expr: Annotated[dict[Id, str], Field(json_schema_extra={"additionalProperties": False})] \
+        | None = Field(None, description=(
+            "nodes defined by expressions, {id: expression}, beside or instead of `nodes`: "
+            "`mean(sigmoid(x @ w + b))` (PROTOCOL.md §12); each sub-expression becomes a "
+            "node named KEY:N"))
     outputs: list[Id] | None = Field(None, description="ids whose values are returned; "
                                      "default: every node no other node uses")
     grad: GradSpec | None = None
@@ -148,11 +153,14 @@ class EvaluateResponse(BaseModel):
     gradients: dict[str, TensorOut]
     warnings: list[NumericWarning]
     stats: Stats
+    expanded: list[Node] | None = Field(None, description="with `expr`: the nodes it "
+                                        "expanded to, generated ids included")
 
 
 class ProblemPointer(BaseModel):
     pointer: str = Field(description="RFC 6901 JSON Pointer into the request body")
     detail: str
+    column: int | None = Field(None, description="in an `expr`: where, 1-based, in characters")
 
 
 class Problem(BaseModel):

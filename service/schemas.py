@@ -107,6 +107,14 @@ class GradSpec(Strict):
 
 
 class EvaluateRequest(Strict):
+    # The example /docs fills in for "Try it out": PROTOCOL.md §1 as one expression.
+    model_config = ConfigDict(json_schema_extra={"examples": [{
+        "inputs": {"x": {"data": [[1, 2], [3, 4]]},
+                   "w": {"data": [[0.5], [-0.25]], "requires_grad": True},
+                   "b": {"data": [1.0], "requires_grad": True}},
+        "expr": {"loss": "mean(sigmoid(x @ w + b))"},
+        "grad": {"of": "loss"}}]})
+
     inputs: dict[Id, InputTensor] = Field(description="named leaf tensors", json_schema_extra={
         "additionalProperties": False})  # a name off the id pattern is refused, as in the model
     nodes: list[Node] = Field(default_factory=list, description="operations, in any order")

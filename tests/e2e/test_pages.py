@@ -168,7 +168,40 @@ def test_a_mistake_is_shown_at_its_place(browser, keyed_server):
     check_stayed_home(browser, keyed_server.url, answered=422)
 
 
-def test_the_docs_show_evaluate_with_try_it_out(browser, keyed_server):
+NODES = """[
+{"id": "h", "op": "matmul", "args": ["x", "w"]},
+{"id": "z", "op": "add", "args": ["h", "c"]},
+{"id": "a", "op": "sigmoid", "args": ["z"]},
+{"id": "loss", "op": "mean", "args": ["a"]}
+]"""
+
+
+def test_nodes_in_json_with_a_mistake_marked_then_evaluated(browser, keyed_server):
+    browser.get(keyed_server.url + "/")
+    browser.find_element("css selector", 'input[name="form"][value="nodes"]').click()
+    assert browser.find_element("id", "expr").is_displayed() is False
+    type_into(browser, "key", KEY)
+    type_into(browser, "nodes", NODES)
+    browser.find_element("id", "evaluate").click()
+    wait_for(browser, lambda d: not d.find_element("id", "problem").get_attribute("hidden"))
+    assert "/nodes/1/args/1" in browser.find_element("id", "problem").text
+    selected = browser.execute_script(
+        "const e = document.getElementById('nodes');"
+        "return e.value.slice(e.selectionStart, e.selectionEnd);")
+    assert selected == '"c"'
+
+    type_into(browser, "nodes", NODES.replace('"c"', '"b"'))
+    browser.find_element("id", "evaluate").click()
+    wait_for(browser, lambda d: d.find_elements("css selector", "#graph svg g[data-id]"))
+    boxes = {g.get_attribute("data-id"): g.text for g in
+             browser.find_elements("css selector", "#graph svg g[data-id]")}
+    assert set(boxes) == {"x", "w", "b", "h", "z", "a", "loss"}, boxes
+    assert "value 0.7743" in boxes["loss"] and "grad [0.1729]" in boxes["b"]
+    assert LOSS in browser.find_element("id", "outputs-table").text
+    check_stayed_home(browser, keyed_server.url, answered=422)
+
+
+def test_the_docs_show_evaluate_and_try_it_out_sends_it(browser, keyed_server):
     origin = keyed_server.url
     browser.get(origin + "/docs")  # no key needed for the page or the document
     wait_for(browser, lambda d: d.find_elements(
@@ -179,6 +212,17 @@ def test_the_docs_show_evaluate_with_try_it_out(browser, keyed_server):
     button = wait_for(browser, lambda d: d.find_elements("css selector", ".try-out__btn"))[0]
     assert button.text == "Try it out"
     button.click()
-    wait_for(browser, lambda d: d.find_elements("css selector", ".execute"))
+    execute = wait_for(browser, lambda d: d.find_elements("css selector", ".execute"))[0]
+
+    # the key, through Authorize, then the example request the document carries
+    browser.find_element("css selector", ".auth-wrapper .authorize").click()
+    dialog = wait_for(browser, lambda d: d.find_elements("css selector", ".modal-ux"))[0]
+    dialog.find_element("css selector", "input").send_keys(KEY)
+    dialog.find_element("css selector", ".auth-btn-wrapper .authorize").click()
+    dialog.find_element("css selector", ".btn-done").click()
+    execute.click()
+    live = wait_for(browser, lambda d: d.find_elements("css selector", ".live-responses-table"))
+    wait_for(browser, lambda d: LOSS in live[0].text)
+    assert GRAD_B in live[0].text
     shot(browser, "docs")
     check_stayed_home(browser, origin)

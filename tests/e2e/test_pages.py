@@ -116,11 +116,18 @@ def wait_for(driver, condition, timeout: float = 20):
     return WebDriverWait(driver, timeout).until(lambda d: condition(d))
 
 
+def open_page(driver, url: str, title: str) -> None:
+    """Load a page and wait until it is complete (on a busy machine get() can return while
+    the new headless tab still shows its first, empty document)."""
+    driver.get(url)
+    wait_for(driver, lambda d: d.title == title
+             and d.execute_script("return document.readyState") == "complete")
+
+
 def test_the_playground_evaluates_the_protocol_example_as_a_person_would(browser,
                                                                         keyed_server):
     origin = keyed_server.url
-    browser.get(origin + "/")  # the page itself needs no key
-    assert browser.title == "gradserve playground"
+    open_page(browser, origin + "/", "gradserve playground")  # the page needs no key
     type_into(browser, "inputs", INPUTS)
     type_into(browser, "expr", "loss = mean(sigmoid(x @ w + b))")
     type_into(browser, "grad-of", "loss")
@@ -151,7 +158,7 @@ def test_the_playground_evaluates_the_protocol_example_as_a_person_would(browser
 
 
 def test_a_mistake_is_shown_at_its_place(browser, keyed_server):
-    browser.get(keyed_server.url + "/")
+    open_page(browser, keyed_server.url + "/", "gradserve playground")
     type_into(browser, "key", KEY)
     type_into(browser, "expr", "loss = mean(sigmoid(x @ w + q))")
     browser.find_element("id", "evaluate").click()
@@ -177,7 +184,7 @@ NODES = """[
 
 
 def test_nodes_in_json_with_a_mistake_marked_then_evaluated(browser, keyed_server):
-    browser.get(keyed_server.url + "/")
+    open_page(browser, keyed_server.url + "/", "gradserve playground")
     browser.find_element("css selector", 'input[name="form"][value="nodes"]').click()
     assert browser.find_element("id", "expr").is_displayed() is False
     type_into(browser, "key", KEY)
@@ -203,7 +210,7 @@ def test_nodes_in_json_with_a_mistake_marked_then_evaluated(browser, keyed_serve
 
 def test_the_docs_show_evaluate_and_try_it_out_sends_it(browser, keyed_server):
     origin = keyed_server.url
-    browser.get(origin + "/docs")  # no key needed for the page or the document
+    open_page(browser, origin + "/docs", "gradserve API docs")  # no key for page or document
     wait_for(browser, lambda d: d.find_elements(
         "css selector", '#operations-default-evaluate .opblock-summary-path'))
     summary = browser.find_element("css selector", "#operations-default-evaluate")

@@ -153,6 +153,21 @@ def test_expr_and_nodes_name_each_other_and_generated_ids_can_be_asked_for(app_c
     assert body["outputs"]["loss:1"]["shape"] == [2, 1]
 
 
+def test_shapes_lists_the_nodes_an_expr_expanded_to(app_client, example, openapi):
+    del example["nodes"], example["outputs"]
+    example["inputs"]["x"] = {"shape": [2, 2]}  # a shape alone
+    example["expr"] = {"loss": "mean(sigmoid(x @ w + b))"}
+    body = ok(app_client.post("/v1/shapes", json=example))
+    conforms(openapi, body, "ShapesResponse")
+    assert {k: (v["op"], v["shape"]) for k, v in body["nodes"].items()} == {
+        "loss:1": ("matmul", [2, 1]), "loss:2": ("add", [2, 1]), "loss:3": ("sigmoid", [2, 1]),
+        "loss": ("mean", [])}
+    assert [n["id"] for n in body["expanded"]] == ["loss:1", "loss:2", "loss:3", "loss"]
+    example["expr"] = {"loss": "mean(sigmoid(x @ b + w))"}
+    body = problem(app_client.post("/v1/shapes", json=example), 422, "shape_mismatch")
+    assert body["errors"][0]["pointer"] == "/expr/loss" and body["errors"][0]["column"] == 16
+
+
 def test_an_expr_error_carries_its_column(app_client, example, openapi):
     example["expr"] = {"y": "sum(x, axis=\"a\")"}
     body = problem(app_client.post("/v1/evaluate", json=example), 422, "bad_attribute")

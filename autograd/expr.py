@@ -143,8 +143,11 @@ class _Expression:
         return i + 1
 
     def _position(self, lineno: int, byte_offset: int) -> int:
-        before = sum(len(x) + 1 for x in self.lines[: lineno - 1])
-        return before + len(self.lines[lineno - 1].encode()[:byte_offset].decode(errors="ignore"))
+        line = self.lines[lineno - 1].encode()[:byte_offset].decode(errors="ignore")
+        return self._line_start(lineno) + len(line)
+
+    def _line_start(self, lineno: int) -> int:
+        return sum(len(x) + 1 for x in self.lines[: lineno - 1])
 
     # -- parsing -------------------------------------------------------------------------
 
@@ -164,8 +167,7 @@ class _Expression:
     def _syntax_column(self, e: SyntaxError) -> int:
         if not e.lineno or not e.offset:
             return 1
-        before = sum(len(x) + 1 for x in self.lines[: e.lineno - 1])
-        return before + max(e.offset, 1)
+        return self._line_start(e.lineno) + max(e.offset, 1)  # offset: 1-based characters
 
     def nodes_into(self, out: Expanded) -> None:
         root = self.parse()

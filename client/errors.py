@@ -122,10 +122,13 @@ def pointer(path) -> str:
 
 
 def from_engine(e) -> GradserveError:
-    """An `autograd.AutogradError` as the error the server would have answered with."""
+    """An `autograd.AutogradError` as the error the server would have answered with, body and
+    all (tests/client/test_client_errors.py holds the two equal, error class by class)."""
     status = ENGINE_STATUS.get(e.code, 422)
+    ids = getattr(e, "ids", None)  # a CycleError names the ids around the cycle
+    detail = f"cycle through {', '.join(ids)}" if ids else e.detail
     return error_class(status)(problem(status, e.code, e.detail,
-                                       [{"pointer": pointer(e.path), "detail": e.detail}]))
+                                       [{"pointer": pointer(e.path), "detail": detail}]))
 
 
 # RFC 9110's names where Python's HTTPStatus still has the older ones, as the server writes them.

@@ -471,7 +471,11 @@ UNREACHABLE = {
     "internal": "a bug, never an answer to client input",
     "overloaded": "answered by the server in front of the app when every worker is busy",
     "dtype_mismatch": "the schema refuses an unknown dtype first (validation_error)",
-    "bad_request": "werkzeug raises no other 4xx for the routes gradserve serves",
+    # from the worker (service/worker.py) or its parser's errors: tests/e2e/test_worker.py
+    "bad_request": "a request gunicorn's parser refuses (malformed head or chunked body)",
+    "request_timeout": "a request that takes longer than request_timeout_s to arrive",
+    "uri_too_long": "a request line past gunicorn's limit_request_line",
+    "header_too_large": "header fields past gunicorn's limits",
 }
 
 

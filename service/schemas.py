@@ -43,6 +43,7 @@ def _shallow(value):
 
 
 Shallow = AfterValidator(_shallow)
+MAX_ARGS = 1024  # of one node: pydantic stops at the first past it, before allocating more
 
 Id = Annotated[str, StringConstraints(pattern=f"^{ID.pattern}$")]
 Dtype = Literal["float32", "float64"]
@@ -110,6 +111,7 @@ class Node(TypedDict):
     op: Annotated[str, Field(json_schema_extra={"enum": sorted(OPS)},
                              description="a name from /v1/ops")]
     args: Annotated[list[Any], Shallow, Field(
+        max_length=MAX_ARGS,
         json_schema_extra={"items": {"anyOf": [{"type": "string", "pattern": f"^{ID.pattern}$"},
                                                {"type": "number"}]}},
         description="ids of inputs or nodes, or number literals where the op allows")]

@@ -324,6 +324,8 @@ CASES = [
         "validation_error"),
     post("attrs nested 33 deep", put("/nodes/3/attrs", {"axis": nested(33)}), 422,
          "validation_error"),
+    post("a node with 100,000 args", put("/nodes/1/args", ["h"] * 100_000), 422,
+         "validation_error"),
     post("100,001 inputs", lambda ex: {**ex, "inputs": {f"i{k}": X for k in range(100_001)}},
          413, "graph_too_large"),
     post("100,001 outputs", put("/outputs", ["loss"] * 100_001), 413, "graph_too_large"),

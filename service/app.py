@@ -58,7 +58,7 @@ def evaluate():
     doc = codec.loads(_body())
     if not isinstance(doc, dict):
         raise ApiError(400, "malformed_json", "the body must be a JSON object")
-    req = evaluation.validate(doc, rt.settings, deadline)
+    req = evaluation.validate(doc, rt.settings)
     body = evaluation.evaluate(req, rt.settings, rt.plans, deadline)
     request.environ[observability.NODES] = body["stats"]["nodes"]  # for the log line, metrics
     return json_response(body)

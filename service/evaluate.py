@@ -31,7 +31,7 @@ def limits(settings: Settings) -> Limits:
 COUNTED = {("inputs",): "max_items", ("outputs",): "max_items", ("grad", "wrt"): "max_items"}
 
 
-def validate(doc: dict, settings: Settings, deadline: float) -> EvaluateRequest:
+def validate(doc: dict, settings: Settings) -> EvaluateRequest:
     """The request model of a parsed body, its lists counted first: pydantic allocates per
     item in native code, where the worker's memory cap would end the process. At most
     max_errors validation errors are reported."""
@@ -51,7 +51,6 @@ def validate(doc: dict, settings: Settings, deadline: float) -> EvaluateRequest:
     except ValidationError as e:
         raise from_validation(_first_errors(doc, e, settings.max_errors),
                               settings.max_errors, e.error_count()) from None
-    _check_deadline(deadline, "validating the request")
     return req
 
 
@@ -71,9 +70,11 @@ def _first_errors(doc: dict, e: ValidationError, limit: int) -> ValidationError:
     return e
 
 
-def _check_deadline(deadline: float, doing: str) -> None:
+def _check_deadline(deadline: float) -> None:
+    """Reading, validating, decoding and planning count: a refusal by size comes first."""
     if time.monotonic() > deadline:
-        raise ApiError(504, "deadline_exceeded", f"the deadline passed while {doing}")
+        raise ApiError(504, "deadline_exceeded", "the deadline passed before the evaluation "
+                       "started (reading, validating and planning the request)")
 
 
 def evaluate(req: EvaluateRequest, settings: Settings, plans: PlanCache,
@@ -99,7 +100,7 @@ def evaluate(req: EvaluateRequest, settings: Settings, plans: PlanCache,
     plan = plans.get(key, lambda: Plan(req.nodes, leaves, outputs=req.outputs, grad=grad,
                                        seed_shape=seed_shape, dtype=dtype,
                                        limits=limits(settings)), len(nodes))
-    _check_deadline(deadline, "planning the graph")
+    _check_deadline(deadline)
     _check_response_size(plan, dtype, req.encoding, settings.max_response_bytes)
     result = plan.run(arrays, seed, deadline=deadline, anomaly=req.anomaly)
     return {

@@ -510,6 +510,8 @@ def test_a_view_missing_from_routes_gets_every_check():
 def test_the_deadline_covers_validation(example):
     r = client(deadline_s=1e-9).post("/v1/evaluate", json=example)
     assert "validating" in problem(r, 504, "deadline_exceeded")["detail"]
+    r = client(deadline_s=1e-9, max_elements=2).post("/v1/evaluate", json=example)
+    problem(r, 413, "tensor_too_large")  # a refusal by size comes first
 
 
 def test_validation_errors_stop_at_max_errors_and_say_how_many_there_were():

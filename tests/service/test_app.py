@@ -507,6 +507,17 @@ def test_a_view_missing_from_routes_gets_every_check():
     assert c.post("/v1/unlisted", json={}, headers=key).json == {"served": True}
 
 
+@pytest.mark.parametrize("path", ["/v1/evaluate", "/v1/shapes"])
+@pytest.mark.parametrize("member", [("outputs",), ("jacobian", "of"), ("hvp", "wrt")])
+def test_lists_are_counted_before_validation_on_every_graph_route(example, path, member):
+    body, ids = example, ["loss"] * 11
+    for key in member[:-1]:
+        body = body.setdefault(key, {})
+    body[member[-1]] = ids
+    r = client(max_items=10).post(path, json=example)
+    assert problem(r, 413, "graph_too_large")["errors"][0]["pointer"] == "/" + "/".join(member)
+
+
 def test_the_deadline_covers_validation(example):
     r = client(deadline_s=1e-9).post("/v1/evaluate", json=example)
     assert "validating" in problem(r, 504, "deadline_exceeded")["detail"]

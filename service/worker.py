@@ -150,6 +150,10 @@ class _Memory:
         self.at += len(out)
         return out
 
+    @staticmethod
+    def empty(size_hint=None) -> bytes:
+        return b""
+
     def rest(self) -> bytes:
         out = bytes(self.view[self.at:])
         self.at += len(out)
@@ -290,6 +294,9 @@ class Worker(ThreadWorker):
             rest = conn.parser.unreader.take_buffered() + source.rest()
             if rest:
                 conn.parser.unreader.unread(rest)
+            # an idle kept-alive connection must not hold its last (perhaps 256 MB) request
+            conn.source = None
+            conn.parser.unreader.chunk = _Memory.empty
         super().finish_request(conn, fs)
         self._accept_again()
 

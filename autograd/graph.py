@@ -179,6 +179,11 @@ class Plan:
     def shape_of(self, name: str) -> Shape:
         return self.tensors[name].shape
 
+    @property
+    def tensor_count(self) -> int:
+        """How many tensors the plan holds (what a cache of plans weighs it by)."""
+        return len(self.tensors)
+
     def returned(self) -> dict:
         """The shape of every tensor a run returns, by response member."""
         return specs.returned(self)

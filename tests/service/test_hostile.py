@@ -337,6 +337,27 @@ CASES = [
     post("expr: a key that is an input", put("/expr", {"x": "exp(w)"}), 422, "bad_expression"),
     post("expr: 200,001 keys", lambda ex: {"inputs": {"x": X}, "expr": {
         f"k{i}": "exp(x)" for i in range(200_001)}}, 413, "graph_too_large"),
+    # -- counts and depths no one bounded in v1 (issue 15, items 4, 7, 8) ---------------------
+    post("args nested 300 deep", lambda ex: orjson.dumps(ex).replace(
+        b'"args":["h","b"]', b'"args":["h",' + deep(300) + b"]"), 422, "validation_error"),
+    post("attrs nested 300 deep", lambda ex: orjson.dumps(ex).replace(
+        b'"args":["a"]}', b'"args":["a"],"attrs":{"axis":' + deep(300) + b"}}"), 422,
+        "validation_error"),
+    post("attrs nested 33 deep", put("/nodes/3/attrs", {"axis": nested(33)}), 422,
+         "validation_error"),
+    post("a node with 100,000 args", put("/nodes/1/args", ["h"] * 100_000), 422,
+         "validation_error"),
+    post("100,001 inputs", lambda ex: {**ex, "inputs": {f"i{k}": X for k in range(100_001)}},
+         413, "graph_too_large"),
+    post("100,001 outputs", put("/outputs", ["loss"] * 100_001), 413, "graph_too_large"),
+    post("100,001 wrt ids", put("/grad/wrt", ["w"] * 100_001), 413, "graph_too_large"),
+    post("200,000 empty nodes", lambda ex: b'{"inputs": {}, "nodes": [' + b",".join(
+        [b"{}"] * 200_000) + b"]}", 422, "validation_error"),
+    # -- no redirects built from the Host header ---------------------------------------------
+    post("//v1//evaluate, foreign Host", lambda ex: ex, 404, "not_found",
+         environ={"PATH_INFO": "//v1//evaluate", "HTTP_HOST": "evil.example"}),
+    Case("/v1/ops/ with a slash", "GET", "/v1/ops/", {}, None, 404, "not_found",
+         environ={"HTTP_HOST": "evil.example"}),
     # -- API keys (an app with one key) -----------------------------------------------------
     post("no Authorization", lambda ex: ex, 401, "unauthorized", keyed=True),
     post("wrong key", lambda ex: ex, 401, "unauthorized", keyed=True,
@@ -401,6 +422,8 @@ def test_hostile_input_gets_its_4xx_and_the_next_request_succeeds(case, clients,
         assert r.headers["WWW-Authenticate"].startswith("Bearer")
     if case.status == 405:
         assert r.headers["Allow"]
+    assert "Location" not in r.headers
+    assert len(problem.get("errors", [])) <= Settings().max_errors
     auth = {"Authorization": f"Bearer {KEY}"} if case.keyed else {}
     check_example(client.post("/v1/evaluate", json=example, headers=auth))
 

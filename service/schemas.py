@@ -24,9 +24,8 @@ from pydantic import (
 from typing_extensions import TypeAliasType, TypedDict
 
 from autograd import OPS
-from autograd.graph import ID
+from autograd.graph import ID, MAX_RANK  # one limit of rank for requests and the engine
 
-MAX_RANK = 32
 # One limit for how deep arrays nest anywhere in a request: tensor data (its rank), node args
 # and attrs. JSON parsing allows 1,024 levels; orjson writes (the plan cache's key) 254.
 MAX_DEPTH = MAX_RANK

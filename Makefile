@@ -18,6 +18,8 @@ $(VENV)/.stamp-base: pyproject.toml
 	$(BIN)/python -m pip install -q -e .
 	touch $@
 
+# The example models (models/*.json) unless GRADSERVE_MODELS_DIR names another folder.
+serve: export GRADSERVE_MODELS_DIR ?= models
 serve: $(VENV)/.stamp-base
 	exec $(BIN)/gunicorn --config service/gunicorn.conf.py service.wsgi:app
 

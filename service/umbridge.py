@@ -89,12 +89,17 @@ def _body() -> dict:
         doc = orjson.loads(raw)
     except orjson.JSONDecodeError:
         try:  # Python's json module, which UM-Bridge's clients use, writes NaN bare
-            doc = json.loads(raw)
+            doc = json.loads(raw, parse_int=_int)
         except (ValueError, RecursionError):
             raise invalid("the body is not JSON") from None
     if not isinstance(doc, dict):
         raise invalid("the body must be a JSON object")
     return doc
+
+
+def _int(text: str) -> int | float:
+    """An integer as orjson reads one: past 64 bits it is a number, not a bignum."""
+    return int(text) if len(text) < 19 else float(text)
 
 
 def _call(feature: str | None = None) -> tuple[dict, Model]:

@@ -13,7 +13,7 @@ from flask import Flask, Response, current_app, request
 
 from autograd import DTYPES, OPS
 
-from . import codec, errors, models, observability, openapi, shedding, umbridge
+from . import codec, errors, models, observability, openapi, shedding, tesseract, umbridge
 from . import evaluate as evaluation
 from .config import Settings
 from .errors import ApiError
@@ -124,6 +124,7 @@ ROUTES = [
           media="text/plain", errors=(429,)),
     *models.ROUTES,
     *umbridge.ROUTES,
+    *tesseract.ROUTES,
 ]
 _BY_ENDPOINT = {r.view.__name__: r for r in ROUTES}
 
@@ -182,6 +183,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.extensions["gradserve"] = Runtime(settings)
     errors.init_app(app)
     errors.use_format(app, umbridge.PREFIX, umbridge.error_response)
+    errors.use_format(app, tesseract.PREFIX, tesseract.error_response)
     observability.init_app(app, settings.log_level, [r.path for r in ROUTES])
     for r in ROUTES:
         # no automatic OPTIONS: it would pass the guard as the route's method and get a 415

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pybase64
 from flask import Response, current_app, request
-from pydantic import Field
+from pydantic import Field, create_model
 
 from autograd import AutogradError
 from autograd.graph import ID
@@ -262,7 +262,6 @@ class ModelsList(Strict):
 def _model_evaluate_request() -> type:
     """The body of POST /v1/models/NAME/evaluate, for the document: /v1/evaluate's less
     `nodes` and `dtype`, whatever members /v1/evaluate has."""
-    from pydantic import create_model
     fields = {k: (f.annotation, f) for k, f in EvaluateRequest.model_fields.items()
               if k not in ("nodes", "dtype", "inputs")}
     fields["inputs"] = (dict[Id, TensorIn], Field(

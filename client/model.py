@@ -91,9 +91,7 @@ class Model:
 
     def jvp(self, inputs, tangents, *, of=None) -> dict[str, np.ndarray]:
         """J·tangents for each output (or each of `of`), by output name (PROTOCOL.md §8)."""
-        spec = {"tangents": self._tensors(tangents, "tangents")}
-        if of is not None:
-            spec["of"] = list(of)
+        spec = {"tangents": self._tensors(tangents, "tangents"), "of": list(of or self.outputs)}
         return _arrays(_member(self.request(inputs, outputs=[], jvp=spec), "jvp"))
 
     def hvp(self, inputs, tangents, *, of: str | None = None, seed=None, wrt=None):

@@ -102,9 +102,3 @@ def test_jvp_hvp_and_jacobian_match_finite_differences(remote):
     np.testing.assert_allclose(m.jacobian(theta)["logp"]["theta"], J, rtol=1e-6)
     H = numeric_jacobian(lambda t: m.grad(t), theta)
     np.testing.assert_allclose(m.hvp(theta, v), H @ v, rtol=1e-6)
-
-
-@pytest.mark.skipif(HAS_DERIVATIVES, reason="PROTOCOL.md §8 is in this build")
-def test_without_derivatives_jvp_says_so(remote):
-    with pytest.raises(GradserveError):
-        remote.model("banana").jvp(np.zeros(2), np.ones(2))

@@ -140,13 +140,6 @@ def test_gradient_indexes_out_of_range_or_bad_sens_are_invalid_input(um, bad):
     error(post(um, "Gradient", body), 400, "InvalidInput")
 
 
-@pytest.mark.parametrize("endpoint", ["ApplyJacobian", "ApplyHessian"])
-def test_a_feature_not_advertised_is_unsupported_feature_400(um, endpoint):
-    if SUPPORTS[endpoint]:
-        pytest.skip(f"{endpoint} is advertised")
-    error(post(um, endpoint, {"name": "gauss"}), 400, "UnsupportedFeature")
-
-
 def test_checks_run_in_umbridges_order(um):
     """Model, then feature, then the inputs, then outWrt, then inWrt, then the vectors."""
     bad_all = {"name": "nope", "input": [[0.0]], "outWrt": 9, "inWrt": 9, "sens": []}

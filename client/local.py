@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 from autograd import DTYPES, OPS, AutogradError, Leaf, Limits, Plan, evaluate
+from autograd.expr import expand
 
 from . import codec
 from .errors import ValidationError, error_class, from_engine, pointer, problem
@@ -95,7 +96,8 @@ class _LocalModel:
         for k, t in doc.get("constants", {}).items():
             leaves[k] = Leaf(_decode(t, self.dtype, ("constants", k)).shape)
         try:
-            plan = Plan(doc["nodes"], leaves, outputs=doc.get("outputs"), dtype=self.dtype)
+            self.nodes = list(expand(doc.get("nodes", []), doc.get("expr"), leaves))
+            plan = Plan(self.nodes, leaves, outputs=doc.get("outputs"), dtype=self.dtype)
         except AutogradError as e:
             raise from_engine(e) from None
         self.outputs = plan.outputs
@@ -115,7 +117,7 @@ class _LocalModel:
                                           f"the model's inputs are {list(self.doc['inputs'])}"))
         inputs = {**self.doc.get("constants", {}),
                   **{k: {**t, "requires_grad": True} for k, t in sent.items()}}
-        return {"outputs": self.outputs, **body, "inputs": inputs, "nodes": self.doc["nodes"],
+        return {"outputs": self.outputs, **body, "inputs": inputs, "nodes": self.nodes,
                 "dtype": self.dtype}
 
 

@@ -13,7 +13,17 @@ from flask import Flask, Response, current_app, request
 
 from autograd import DTYPES, OPS
 
-from . import codec, errors, models, observability, openapi, shedding, tesseract, umbridge
+from . import (
+    codec,
+    errors,
+    models,
+    observability,
+    openapi,
+    pages,
+    shedding,
+    tesseract,
+    umbridge,
+)
 from . import evaluate as evaluation
 from .config import Settings
 from .errors import ApiError
@@ -145,6 +155,11 @@ ROUTES = [
     # much. Prometheus sends the key as a bearer token (authorization.credentials_file).
     Route("GET", "/metrics", metrics, "Prometheus metrics, summed over every worker", None,
           media="text/plain", errors=(429,)),
+    # Pages for people (PROTOCOL.md §13); open like the document they show.
+    Route("GET", "/", pages.playground, "The playground: evaluate a graph in a browser", None,
+          media="text/html", auth=False),
+    Route("GET", "/docs", pages.docs, "Interactive documentation of this document", None,
+          media="text/html", auth=False),
     *models.ROUTES,
     *umbridge.ROUTES,
     *tesseract.ROUTES,
@@ -212,5 +227,6 @@ def create_app(settings: Settings | None = None) -> Flask:
         # no automatic OPTIONS: it would pass the guard as the route's method and get a 415
         app.add_url_rule(r.path, endpoint=r.view.__name__, view_func=r.view, methods=[r.method],
                          provide_automatic_options=False)
+    pages.init_app(app)
     app.before_request(_guard)
     return app

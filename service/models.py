@@ -19,6 +19,7 @@ from flask import Response, current_app, request
 from pydantic import Field, create_model
 
 from autograd import AutogradError
+from autograd.expr import expand
 from autograd.graph import ID
 
 from . import codec
@@ -51,7 +52,9 @@ class ModelFile(Strict):
     description: str = Field("", max_length=10_000)
     inputs: dict[Id, ModelInput] = Field(min_length=1, description="in order: UM-Bridge's order")
     constants: dict[Id, TensorIn] = Field({}, description="stored tensors, never differentiated")
-    nodes: list[Node]
+    nodes: list[Node] = Field([], description="operations, as /v1/evaluate's")
+    expr: dict[Id, str] | None = Field(None, description="nodes as expressions (PROTOCOL.md "
+                                       "§12), expanded into nodes once, at load")
     outputs: list[Id] | None = Field(None, description="in order; default: every node no "
                                      "other node uses")
     dtype: Dtype = "float64"
@@ -183,9 +186,11 @@ def _load(path: Path, settings: Settings, plans: PlanCache) -> Model:
                       f"and a constant")
         constants[name] = _b64(codec.decode(t, dtype, ("constants", name),
                                             settings.max_elements))
+    nodes = expand([dict(n) for n in spec.nodes], spec.expr, [*spec.inputs, *constants],
+                   max_nodes=settings.max_nodes)
     model = Model(path.stem, spec.description, spec.dtype,
-                  {k: tuple(i.shape) for k, i in spec.inputs.items()}, {},
-                  [dict(n) for n in spec.nodes], constants)
+                  {k: tuple(i.shape) for k, i in spec.inputs.items()}, {}, list(nodes),
+                  constants)
     zeros = {k: _b64(np.zeros(s, dtype)) for k, s in model.inputs.items()}
     body = {"inputs": zeros, "encoding": "base64"}
     if spec.outputs is not None:

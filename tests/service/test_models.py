@@ -211,6 +211,10 @@ LOAD_ERRORS = [
      "/constants/theta", "both an input and a constant"),
     ("an unknown output", "m", edit(outputs=["nope"]), "/outputs/0", "nope"),
     ("a name off the id pattern", "9lives", GOOD, "/", "must match"),
+    ("a bad expression", "m", edit(nodes=[], expr={"logp": "sum(theta - mu) +"}),
+     "/expr/logp", "column"),
+    ("an expression naming nothing", "m", edit(nodes=[], expr={"logp": "sum(phi)"}),
+     "/expr/logp", "phi"),
 ]
 
 
@@ -232,3 +236,24 @@ def test_a_models_dir_that_is_not_a_folder_stops_the_app(tmp_path):
 
 def test_no_models_dir_serves_no_models():
     assert ok(create_app(Settings()).test_client().get("/v1/models")) == {"models": []}
+
+
+GAUSS_EXPR = {**{k: v for k, v in GOOD.items() if k != "nodes"},
+              "expr": {"logp": "-0.5 * sum((theta - mu) * (theta - mu) * inv_var)"}}
+
+
+def test_a_model_may_give_its_nodes_as_expressions(tmp_path):
+    from client import Client
+    write(tmp_path, gauss=GOOD, gauss_expr=GAUSS_EXPR)
+    c = create_app(Settings(models_dir=str(tmp_path))).test_client()
+    local = Client.local(models_dir=tmp_path)
+    body = {"inputs": {"theta": {"data": [0.3, -0.8]}}, "grad": {"of": "logp"}}
+    want = ok(c.post("/v1/models/gauss/evaluate", json=body))
+    got = ok(c.post("/v1/models/gauss_expr/evaluate", json=body))
+    assert ok(c.get("/v1/models/gauss_expr"))["outputs"] == [{"name": "logp", "shape": []}]
+    for part in ("outputs", "gradients"):
+        for k, t in want[part].items():
+            np.testing.assert_allclose(got[part][k]["data"], t["data"], rtol=1e-12)
+    m = local.model("gauss_expr")
+    np.testing.assert_allclose(m.grad(np.array([0.3, -0.8])), want["gradients"]["theta"]["data"],
+                               rtol=1e-12)

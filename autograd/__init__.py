@@ -8,6 +8,7 @@
 """
 
 from . import functions
+from .cost import Cost, Limits
 from .errors import (
                      ArityError,
                      AutogradError,
@@ -23,7 +24,7 @@ from .errors import (
                      UnknownId,
                      UnknownOp,
 )
-from .graph import Cost, Leaf, Limits, Plan, Result, evaluate, nonfinite, plan
+from .graph import Leaf, Plan, Result, evaluate, nonfinite, plan
 from .registry import DTYPES, OPS, Attr, Op
 from .tensor import Kind, Tensor, apply, backprop
 

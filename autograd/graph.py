@@ -12,7 +12,6 @@ path, with the deadline checked between nodes.
 from __future__ import annotations
 
 import graphlib
-import math
 import re
 import threading
 import time
@@ -22,6 +21,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from . import derivatives, specs
+from .cost import Limits, check_elements, cost, liveness
 from .errors import (
     ArityError,
     AutogradError,
@@ -29,7 +29,6 @@ from .errors import (
     CycleError,
     DeadlineExceeded,
     DuplicateId,
-    LimitExceeded,
     SeedRequired,
     ShapeMismatch,
     UnknownId,
@@ -49,29 +48,6 @@ class Leaf:
 
     shape: Shape
     requires_grad: bool = False
-
-
-@dataclass(frozen=True)
-class Limits:
-    """What one evaluation may cost; None is no limit."""
-
-    max_nodes: int | None = None
-    max_elements: int | None = None      # of any one tensor
-    max_total_bytes: int | None = None   # all tensors alive at once, at the peak
-    max_flops: float | None = None
-
-    def check_nodes(self, n: int) -> None:
-        """LimitExceeded if n nodes are too many (the service asks before validating them)."""
-        if self.max_nodes is not None and n > self.max_nodes:
-            raise LimitExceeded(f"the graph has {n:,} nodes; the limit is {self.max_nodes:,}",
-                                code="graph_too_large", path=("nodes",))
-
-
-@dataclass(frozen=True)
-class Cost:
-    max_elements: int
-    peak_bytes: int
-    flops: float
 
 
 @dataclass(slots=True)
@@ -133,7 +109,7 @@ class Plan:
         for name, leaf in self.inputs.items():
             _check_id(name, ("inputs", name))
             shape = tuple(leaf.shape)
-            _check_elements(shape, limits, ("inputs", name), f"input {name!r}")
+            check_elements(shape, limits, ("inputs", name), f"input {name!r}")
             self.tensors[name] = Tensor._node(None, (), {}, (), shape, dt, name,
                                               requires_grad=leaf.requires_grad)
         steps, pending = self._parse(nodes)
@@ -169,8 +145,8 @@ class Plan:
             self.jacobian.paths = {y: self._path([y], self.jacobian.wrt)
                                    for y in self.jacobian.of}
         # Extra derivatives read forward values after the forward pass: nothing is freed then.
-        self.backward_frees = None if extra else self._liveness()
-        self.cost = self._cost(limits)
+        self.backward_frees = None if extra else liveness(self)
+        self.cost = cost(self, limits)
         if extra:
             self.cost = specs.cost(self, limits)
         self._filled = [*(self.tensors[name] for name in self.inputs),
@@ -268,7 +244,7 @@ class Plan:
                 raise e.within("nodes", s.index, part, node=s.id,
                                context=f"node {s.id!r} ({op.name})") from None
             if max_elements is not None and extent(out) > max_elements:
-                _check_elements(out, limits, ("nodes", s.index), f"node {s.id!r} ({op.name})")
+                check_elements(out, limits, ("nodes", s.index), f"node {s.id!r} ({op.name})")
             if len(out) > MAX_RANK:  # NumPy stops at 64 dimensions; requests at 32
                 raise ShapeMismatch(f"node {s.id!r} ({op.name}) would have rank {len(out)}; "
                                     f"the most is {MAX_RANK}", path=("nodes", s.index),
@@ -325,75 +301,6 @@ class Plan:
             if t in above and t.requires_grad and (t in wanted or any(t.needs)):
                 path.append(t)
         return path
-
-    def _liveness(self) -> list[list[Tensor]]:
-        """Release each value after its last reader: forward, unless it is returned or a
-        gradient rule reads it; backward, after the last rule that reads it."""
-        keep = {self.tensors[name] for name in self.outputs}
-        last_backward = {}  # tensor -> index (in backward order) of the last rule reading it
-        for k, t in enumerate(reversed(self.path)):
-            saves = t.op.saves if t.op else ""
-            if "x" in saves:
-                for p in t.parents:
-                    if p.op is not None:
-                        last_backward[p] = k
-            if "y" in saves:
-                last_backward[t] = k
-        last_forward = {}
-        for s in self.steps:
-            last_forward[s.tensor] = s
-            for p in s.tensor.parents:
-                if p.op is not None:
-                    last_forward[p] = s
-        for t, s in last_forward.items():
-            if t not in keep and t not in last_backward:
-                s.frees.append(t)
-        frees = [[] for _ in self.path]
-        for t, k in last_backward.items():
-            if t not in keep:
-                frees[k].append(t)
-        return frees
-
-    def _cost(self, limits: Limits) -> Cost:
-        """Walk the plan's own release schedule in bytes: the peak it reaches, and FLOPs.
-        Batched cotangents (k of them) multiply the backward pass's gradients."""
-        item, prod = self.dtype.itemsize, math.prod
-        nbytes = {t: prod(t.shape) * item for t in self.tensors.values()}
-        largest = max(nbytes.values(), default=0) // item
-        live = peak = sum(nbytes[self.tensors[name]] for name in self.inputs)
-        flops = 0.0
-        for s in self.steps:
-            t = s.tensor
-            flops += flops_of(t)
-            live += nbytes[t]
-            if live + nbytes[t] > peak:  # and one temporary of the output's size
-                peak = live + nbytes[t]
-            for dead in s.frees:
-                live -= nbytes[dead]
-        if self.of is not None:
-            k = prod(self.batch) if self.batch else 1
-            keep, has_grad = {self.tensors[w] for w in self.wrt}, {self.tensors[self.of]}
-            live += k * nbytes[self.tensors[self.of]]
-            frees = self.backward_frees or [()] * len(self.path)
-            for t, dead_now in zip(reversed(self.path), frees, strict=True):
-                if t.op is not None:
-                    flops += 2 * k * flops_of(t)
-                    for p, need in zip(t.parents, t.needs, strict=True):
-                        if need and p not in has_grad:
-                            has_grad.add(p)
-                            live += k * nbytes[p]
-                    temp = k * _grad_temp(t)  # a rule's largest temporary, before reduction
-                    if limits.max_elements is not None and temp > limits.max_elements:
-                        raise LimitExceeded(
-                            f"the gradient of node {t.name!r} ({t.op.name}) passes through a "
-                            f"temporary of {temp:,} elements; the limit is "
-                            f"{limits.max_elements:,}", code="tensor_too_large", path=("grad",))
-                    peak = max(peak, live + temp * item)
-                if t not in keep:
-                    live -= nbytes[t]
-                for dead in dead_now:
-                    live -= nbytes[dead]
-        return refuse(Cost(largest, peak, flops), limits)
 
     # -- running ---------------------------------------------------------------------------
 
@@ -623,13 +530,6 @@ def _nonfinite(arrays: Mapping[str, np.ndarray], where: str) -> list[dict]:
     return found
 
 
-def _check_elements(shape, limits: Limits, path, what):
-    n = extent(shape)
-    if limits.max_elements is not None and n > limits.max_elements:
-        raise LimitExceeded(f"{what} would have shape {tuple(shape)}, {n:,} elements; the limit "
-                            f"is {limits.max_elements:,}", code="tensor_too_large", path=path)
-
-
 def _index(s: Step) -> int:
     return s.index
 
@@ -657,37 +557,3 @@ def _ancestors(roots, tensors: dict[str, Tensor]) -> set[Tensor]:
                 seen.add(p)
                 stack.append(p)
     return seen
-
-
-def flops_of(t: Tensor) -> float:
-    """An op's estimated floating-point operations; by default one per output element."""
-    f = t.op.flops
-    return math.prod(t.shape) if f is None else f([p.shape for p in t.parents], t.shape, t.attrs)
-
-
-def _grad_temp(t: Tensor) -> int:
-    """Elements of the largest array a rule makes before the engine reduces it to a parent's
-    shape: the output's, or for matmul a product over every broadcast batch dimension."""
-    out = math.prod(t.shape)
-    if t.op.name == "matmul":
-        batch = t.shape[:-2]
-        out = max([out] + [math.prod(batch + p.shape[-2:])
-                           for p, need in zip(t.parents, t.needs, strict=True) if need])
-    return out
-
-
-def refuse(cost: Cost, limits: Limits) -> Cost:
-    """The cost, or LimitExceeded when it passes the FLOP or byte limit."""
-    if limits.max_flops is not None and cost.flops > limits.max_flops:
-        raise LimitExceeded(f"the graph needs about {cost.flops:.3g} floating-point "
-                            f"operations; the limit is {limits.max_flops:.3g}",
-                            code="graph_too_large")
-    if limits.max_total_bytes is not None and cost.peak_bytes > limits.max_total_bytes:
-        raise LimitExceeded(f"the graph needs about {_mib(cost.peak_bytes)} of tensors at "
-                            f"once; the limit is {_mib(limits.max_total_bytes)}",
-                            code="graph_too_large")
-    return cost
-
-
-def _mib(n: int) -> str:
-    return f"{n / 2**20:,.0f} MiB"

@@ -13,6 +13,7 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from .cost import Cost, flops_of, refuse
 from .errors import AutogradError, LimitExceeded, SeedRequired, ShapeMismatch, UnknownId
 from .shapes import Shape, extent, size
 
@@ -183,8 +184,6 @@ def cost(plan, limits):
     """The plan's cost with the extra passes: nothing is freed while they run (they read the
     forward values afterwards), each pass's tangents or gradients are counted k times, and
     every returned tensor must fit the element limit."""
-    from .graph import Cost, flops_of, refuse
-
     item = plan.dtype.itemsize
     ret = returned(plan)
     for member, shapes in ret.items():

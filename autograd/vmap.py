@@ -21,8 +21,9 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
+from .cost import Limits
 from .errors import AutogradError, BadAttribute, ShapeMismatch, UnknownId
-from .graph import Leaf, Limits, Plan, Result
+from .graph import Leaf, Plan, Result
 from .registry import OPS
 
 

@@ -299,8 +299,8 @@ PYTHON_OPERATORS = {
     "/": ("__truediv__", "__rtruediv__"),
     "**": ("__pow__", None),      # x ** number: the exponent is an attribute
     "-x": ("__neg__", None),
-    ">": ("__gt__", "__lt__"),
-    "<": ("__lt__", "__gt__"),
+    ">": ("__gt__", None),        # 1 < x is x > 1: Python reflects comparisons itself
+    "<": ("__lt__", None),
     "[]": ("__getitem__", None),  # x[1:, None, ...]: the index is an attribute
 }
 
@@ -373,4 +373,4 @@ def _operators(op: Op, apply: Callable, operand: Callable) -> dict[str, Callable
     def ref(self, other):
         return apply(op, other, self) if operand(op, 0, other) else NotImplemented
 
-    return {forward: fwd, reflected: ref}
+    return {forward: fwd, reflected: ref} if reflected else {forward: fwd}

@@ -23,23 +23,24 @@ def _loss_grads(t, d):
     return (d if t.needs[0] else None, -d if t.needs[1] else None)
 
 
+def _per_element(t, g, n=None):
+    """A loss's scalar g (with any batch axes) divided by n (default: every element),
+    shaped to broadcast against the operands."""
+    shape = t.parents[0].shape
+    return (g / (size(shape) if n is None else n)).reshape(_lead(t, g) + (1,) * len(shape))
+
+
 defop("mse_loss", 2, lambda p, q: _mean(np.square(p - q)),
-      lambda t, g: _loss_grads(t, (_x(t, g, 0) - _x(t, g, 1))
-                               * (2 * g / size(t.parents[0].shape))),
+      lambda t, g: _loss_grads(t, (_x(t, g, 0) - _x(t, g, 1)) * (2 * _per_element(t, g))),
       _pair, "mean((pred - target)²)", "±2 g (pred - target) / n", saves="x", flops=_in_flops)
 
 defop("mae_loss", 2, lambda p, q: _mean(np.abs(p - q)),
-      lambda t, g: _loss_grads(t, _times(g / size(t.parents[0].shape),
+      lambda t, g: _loss_grads(t, _times(_per_element(t, g),
                                          np.sign(_data(_x(t, g, 0)) - _data(_x(t, g, 1))))),
       _pair, "mean(|pred - target|)", "±g sign(pred - target) / n", saves="x", flops=_in_flops)
 
 
 # ---- from logits ------------------------------------------------------------------------
-
-def _per_element(t, g, n):
-    """g / n shaped to broadcast over the operands (batch axes of g in front)."""
-    return (g / n).reshape(_lead(t, g) + (1,) * len(t.parents[0].shape))
-
 
 def _rows(shape, axis) -> int:
     """How many class vectors cross_entropy averages over."""
@@ -80,7 +81,7 @@ def _bce(x, z):
 
 def _bce_grad(t, g):
     x, z = _x(t, g, 0), _x(t, g, 1)
-    gn = _per_element(t, g, size(t.parents[0].shape))
+    gn = _per_element(t, g)
     return (gn * (_sig(x) - z) if t.needs[0] else None, -gn * x if t.needs[1] else None)
 
 

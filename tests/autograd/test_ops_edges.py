@@ -81,6 +81,24 @@ def test_where_sends_nothing_to_cond_and_no_nan_from_the_branch_not_taken():
     np.testing.assert_array_equal(grad_of("where", c, x, y, seed=seed, which=1), [0, 1, 1])
 
 
+def test_where_derivatives_follow_the_branch_cond_picks():
+    """jvp, hvp and batched gradients where cond holds zeros (y picked) and non-zeros."""
+    c, x, y = np.array([0.0, 2.0, 0.0]), np.array([1.0, 2.0, 3.0]), np.array([4.0, 5.0, 6.0])
+    tx, ty = np.array([1.0, 10.0, 100.0]), np.array([-1.0, -10.0, -100.0])
+    nodes = [{"id": "w", "op": "where", "args": ["c", "x", "y"]},
+             {"id": "s", "op": "mul", "args": ["w", "w"]}, {"id": "f", "op": "sum", "args": ["s"]}]
+    r = autograd.evaluate(nodes, {"c": c, "x": x, "y": y}, requires_grad=["c", "x", "y"],
+                          grad={"of": "w", "seed": np.eye(3), "batch": True},
+                          jvp={"of": ["w"], "tangents": {"c": tx, "x": tx, "y": ty}},
+                          hvp={"of": "f", "tangents": {"x": tx, "y": ty}}, dtype="float64")
+    np.testing.assert_array_equal(r.jvp["w"], [-1.0, 10.0, -100.0])
+    np.testing.assert_array_equal(r.hvp["x"], [0.0, 20.0, 0.0])     # d²Σw²: 2 on the picked
+    np.testing.assert_array_equal(r.hvp["y"], [-2.0, 0.0, -200.0])
+    np.testing.assert_array_equal(r.gradients["c"], np.zeros((3, 3)))
+    np.testing.assert_array_equal(r.gradients["x"], np.diag([0.0, 1.0, 0.0]))
+    np.testing.assert_array_equal(r.gradients["y"], np.diag([1.0, 0.0, 1.0]))
+
+
 # ---- large magnitudes -------------------------------------------------------------------
 
 STABLE = {  # name: (forward, gradient) at x = [1000, -1000, 0], in float64

@@ -88,7 +88,7 @@ def _index(v):
     """getitem's index (PROTOCOL.md §2.1) in its JSON form: ints, {"start", "stop", "step"},
     null (a new axis) and "..."; Python's own slice and Ellipsis are taken too (x[1:, None])."""
     if not isinstance(v, (list, tuple)):
-        v = (v,)
+        raise TypeError("a list")
     out = []
     for k, e in enumerate(v):
         if e is None or _is_int(e):
@@ -362,7 +362,7 @@ def _operators(op: Op, apply: Callable, operand: Callable) -> dict[str, Callable
                                          any(isinstance(k, (list, tuple)) for k in key)):
                 raise TypeError("only basic indexing (ints, slices, None, ...); "
                                 "take() picks a list of indices")
-            return apply(op, self, index=key)
+            return apply(op, self, index=key if isinstance(key, tuple) else (key,))
         return {forward: index}
     if op.arity == 1:
         return {forward: lambda self: apply(op, self)}

@@ -179,12 +179,10 @@ def extremes(draw):
     shape = draw(shapes())
     n = int(np.prod(shape))
     x = (np.array(draw(st.permutations(range(n))), dtype=np.float64) * 0.25 - 1).reshape(shape)
-    (_, attrs) = draw(reductions())
-    ndim = len(shape)
-    axis = attrs["axis"]
-    if axis is not None and (not ndim or any(not -ndim <= a < ndim for a in np.atleast_1d(axis))):
-        axis = None
-    return (x,), {"axis": axis, "keepdims": attrs["keepdims"]}
+    options = [st.none()]
+    if x.ndim:
+        options += [st.integers(-x.ndim, x.ndim - 1), axis_lists(x.ndim)]
+    return (x,), {"axis": draw(st.one_of(options)), "keepdims": draw(st.booleans())}
 
 
 @st.composite

@@ -235,6 +235,8 @@ ERRORS = [
      ("nodes", 0, "attrs", "index", 0), "integer"),
     ("getitem a string entry", node("getitem", index=["x"]), "bad_attribute",
      ("nodes", 0, "attrs", "index", 0), "integer"),
+    ("getitem index not a list", node("getitem", index=1), "bad_attribute",
+     ("nodes", 0, "attrs", "index"), "a list"),
     ("take index out of range", node("take", indices=[0, 2], axis=0), "bad_attribute",
      ("nodes", 0, "attrs", "indices", 1), "axis 0 of size 2"),
     ("take axis out of range", node("take", indices=[0], axis=2), "bad_attribute",

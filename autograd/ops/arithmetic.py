@@ -8,7 +8,7 @@ from .. import shapes
 from ..errors import ShapeMismatch
 from ..registry import Attr, defop
 from ..shapes import size
-from .rules import _data, _same, _times, _where, _x, _zero
+from .rules import _data, _same, _times, _where, _x, _y, _zero
 
 # ---- + - * / ----------------------------------------------------------------------------
 
@@ -126,13 +126,13 @@ def _where_shape(c, x, y):
 
 
 def _where_grad(t, g):
-    m = _data(_x(t, g, 0)) != 0
+    m = _data(_x(t, g, 0))  # NumPy's where reads any non-zero (NaN too) as true, as cond != 0
     return (_zero(g) if t.needs[0] else None,
             _where(m, g, 0.0) if t.needs[1] else None,
             _where(m, 0.0, g) if t.needs[2] else None)
 
 
-defop("where", 3, lambda c, x, y: np.where(c != 0, x, y), _where_grad, _where_shape,
+defop("where", 3, np.where, _where_grad, _where_shape,
       "x where cond != 0, else y (all three broadcast)", "0 to cond; g where cond, to x; "
       "g elsewhere, to y", numbers=(1, 2), saves="x")
 
@@ -146,16 +146,14 @@ def _clip(x, min, max):  # noqa: A002 (the attributes' names)
 
 
 def _clip_grad(t, g):
-    x, lo, hi = _data(_x(t, g)), t.attrs["min"], t.attrs["max"]
-    inside = np.ones(x.shape, bool)
-    if lo is not None:
-        inside &= x >= lo
-    if hi is not None:
-        inside &= x <= hi
-    return (_where(inside, g, 0.0),)
+    lo, hi = t.attrs["min"], t.attrs["max"]
+    if lo is not None and hi is not None and lo > hi:  # everything is max: no x inside
+        return (_zero(g),)
+    # min <= x <= max exactly where clipping left x as it was (bounds included)
+    return (_where(_data(_x(t, g)) == _data(_y(t, g)), g, 0.0),)
 
 
 defop("clip", 1, _clip, _clip_grad, _same, "x limited to [min, max] (null: no limit)",
-      "g where min <= x <= max, else 0", saves="x",
+      "g where min <= x <= max, else 0", saves="xy",
       attrs=(Attr("min", "bound", None, "the lower limit, or null for none"),
              Attr("max", "bound", None, "the upper limit, or null for none")))

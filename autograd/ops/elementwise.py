@@ -11,6 +11,7 @@ from .reductions import _shift
 from .rules import _data, _fn, _same, _times, _x, _y
 
 _cos, _sin, _exp = _fn(np.cos, "cos"), _fn(np.sin, "sin"), _fn(np.exp, "exp")
+_expm1 = _fn(np.expm1, "expm1")
 
 # ---- math -------------------------------------------------------------------------------
 
@@ -59,13 +60,17 @@ defop("sigmoid", 1, _sigmoid, _sigmoid_grad, _same,
       "1 / (1 + e^-x)", "g * s * (1 - s), s the output", saves="y")
 defop("tanh", 1, np.tanh, _tanh_grad, _same, "tanh x", "g * (1 - tanh² x)", saves="y")
 
-# logaddexp(0, x) = max(x, 0) + ln(1 + e^-|x|): finite for any finite x
+# logaddexp(0, x) = max(x, 0) + ln(1 + e^-|x|): finite for any finite x. The gradients
+# read the output: sigmoid(x) = e^(x - softplus x), x - softplus x <= 0 so it never
+# overflows; 1 - sigmoid(x) = -expm1(log_sigmoid x), exact where sigmoid(x) is near 1.
 defop("softplus", 1, lambda x: np.logaddexp(0, x),
-      lambda t, g: (_times(g, _sig(_x(t, g)), fresh=True),), _same,
-      "ln(1 + e^x), stable for large |x|", "g * sigmoid(x)", saves="x")
+      lambda t, g: (_times(g, _exp(_x(t, g) - _y(t, g)), fresh=True),), _same,
+      "ln(1 + e^x), stable for large |x|", "g * sigmoid(x) = g e^(x - softplus x)",
+      saves="xy")
 defop("log_sigmoid", 1, lambda x: -np.logaddexp(0, -x),
-      lambda t, g: (_times(g, _sig(-_x(t, g)), fresh=True),), _same,
-      "ln sigmoid(x) = -softplus(-x), stable for large |x|", "g * sigmoid(-x)", saves="x")
+      lambda t, g: (_times(g, -_expm1(_y(t, g)), fresh=True),), _same,
+      "ln sigmoid(x) = -softplus(-x), stable for large |x|",
+      "g * sigmoid(-x) = -g expm1(log_sigmoid x)", saves="y")
 
 
 # ---- along one axis: softmax, log_softmax -----------------------------------------------

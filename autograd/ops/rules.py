@@ -60,8 +60,8 @@ def _where(mask, a, b):
     """a where the (constant) mask holds, else b: the `where` op when a or b is traced, so a
     non-finite g where the mask is off never leaks in as NaN (0 * Infinity)."""
     if a.__class__ is Tensor or b.__class__ is Tensor:
-        return apply(OPS["where"], Tensor(mask, dtype=(a if a.__class__ is Tensor else b).dtype),
-                     a, b)
+        dtype = (a if a.__class__ is Tensor else b).dtype
+        return apply(OPS["where"], Tensor(mask, dtype=dtype), a, b)
     return np.where(mask, a, b)
 
 

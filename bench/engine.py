@@ -493,7 +493,7 @@ def op_chain(op: str, literals, n: int) -> list[dict]:
     """n nodes of one op, each reading the one before (and number literals)."""
     nodes, prev = [], "x"
     for k in range(n):
-        args = ["x", prev, 0.5] if op == "where" else [prev, *literals]
+        args = ["c", prev, 0.5] if op == "where" else [prev, *literals]
         node = {"id": f"n{k}", "op": op, "args": args}
         if op == "clip":
             node["attrs"] = {"min": -0.5, "max": 0.5}
@@ -509,9 +509,10 @@ def bench_op_chains(timer: Timer, n: int) -> list[str]:
     for op, literals in {**V1_ELEMENTWISE, **NEW_ELEMENTWISE}.items():
         nodes = op_chain(op, literals, n)
         grad = {"of": nodes[-1]["id"], "wrt": ["x"]}
-        planned = autograd.plan(nodes, {"x": Leaf((8,), True)}, outputs=[grad["of"]],
-                                grad=grad, seed_shape=(8,))
-        cases[op] = (lambda p: lambda: p.run({"x": x0}, seed))(planned)
+        # where's cond is an input without a gradient, as it usually is
+        planned = autograd.plan(nodes, {"x": Leaf((8,), True), "c": Leaf((8,))},
+                                outputs=[grad["of"]], grad=grad, seed_shape=(8,))
+        cases[op] = (lambda p: lambda: p.run({"x": x0, "c": x0 > 0}, seed))(planned)
     t = timer.compare({name: timer.local(fn) for name, fn in cases.items()})
     per = {op: r["median"] / n * 1e6 for op, r in t.items()}
     v1 = [per[op] for op in V1_ELEMENTWISE]

@@ -77,23 +77,23 @@ defop("square", 1, np.square, lambda t, g: (_times(g, 2 * _x(t, g), fresh=True),
 
 # ---- choices: maximum, minimum, comparisons, where, clip --------------------------------
 
-def _choice_grad(t, g, first):
-    """Gradients of an elementwise choice between x and y: `first` (a constant) is x's
-    share, 1 where x was chosen, ½ at a tie (PyTorch), 0 where y was."""
-    dt = t.dtype
-    share = first.astype(dt) if first.dtype != dt else first
+def _choice_grad(t, g, at_least, above):
+    """Gradients of an elementwise choice between x and y. x's share is 1 where it was
+    chosen, ½ at a tie (PyTorch), 0 where y was: (x >= y) + (x > y), halved, for maximum;
+    written so, one pass each, with no promotion of the dtype."""
+    x, y = _data(_x(t, g, 0)), _data(_x(t, g, 1))
+    share = np.add(at_least(x, y), above(x, y), dtype=t.dtype)
+    share *= 0.5
     return (_times(g, share) if t.needs[0] else None,
             _times(g, 1 - share) if t.needs[1] else None)
 
 
 def _maximum_grad(t, g):
-    x, y = _data(_x(t, g, 0)), _data(_x(t, g, 1))
-    return _choice_grad(t, g, (x > y) + 0.5 * (x == y))
+    return _choice_grad(t, g, np.greater_equal, np.greater)
 
 
 def _minimum_grad(t, g):
-    x, y = _data(_x(t, g, 0)), _data(_x(t, g, 1))
-    return _choice_grad(t, g, (x < y) + 0.5 * (x == y))
+    return _choice_grad(t, g, np.less_equal, np.less)
 
 
 defop("maximum", 2, np.maximum, _maximum_grad, shapes.broadcast, "max(x, y) elementwise",

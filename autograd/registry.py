@@ -186,6 +186,14 @@ class Op:
     bind: Callable | None = None     # (shapes, attrs) -> attrs normalised against the shapes
     flops: Callable | None = None    # (shapes, out_shape, attrs) -> float; None: out's elements
     operator: str | None = None      # Python operator that builds it, e.g. "+"
+    linear: str = ""                 # "linear" in all args jointly, or "bilinear" (x @ y, x * y):
+    #                                  forward mode may then apply the forward to the tangents
+    symmetric: bool = False          # one arg, and its Jacobian is symmetric (elementwise ops,
+    #                                  softmax): forward mode may run the rule on the tangent
+    batch: Callable | str | None = "elementwise"  # how it runs with a leading batch axis (vmap):
+    #   "elementwise": as it is, operands padded to the output's rank (NumPy broadcasting);
+    #   a function (attrs, in_shapes, out_shape, B) -> the attrs for batched operands, or a list
+    #   of (op, args, attrs) steps whose args are operand positions or ("step", k); None: none
     dtypes: tuple[str, ...] = DTYPES
     variadic: bool = False           # arity is then the least number of args ("1 or more")
     internal: bool = False           # a rule's helper (a transpose): not in OPS, not public

@@ -12,7 +12,14 @@ Sections (issue 2's benchmark, issue 7's targets 1, 2 and 5):
   3. sum(exp(sin(x)) * x) on 4M float32 elements, gradient wrt x;
   4. peak memory of one evaluation (tracemalloc) against the bytes of its
      inputs, outputs, gradients and the intermediates backward needs;
-  5. the ops of PROTOCOL §2.1 (issue 11): per-node cost of chains of each new
+  5. derivatives beyond one gradient on the MLP of (2) (issue 10): HVP against
+     the gradient, JVP against the forward pass, k = 16 batched cotangents
+     against 16 gradient runs, and torch.func's jvp, vmap(vjp) and hvp
+     (jvp of grad) side by side when torch is importable;
+  6. per-example gradients (vmap, issue 15) of the MLP over B = 256 rows
+     against the ordinary mean-loss gradient over the same rows, and
+     torch.func.vmap(grad) when torch is importable.
+  7. the ops of PROTOCOL §2.1 (issue 11): per-node cost of chains of each new
      elementwise op against v1's, einsum against numpy.einsum with the same
      path on the MLP's contraction, logsumexp and log_softmax against a
      hand-written stable NumPy version on 4M float32 elements.
@@ -481,7 +488,168 @@ def bench_memory() -> list[str]:
     return out
 
 
-# ---- 5. the ops of PROTOCOL §2.1 ------------------------------------------------------
+# ---- 5. derivatives beyond one gradient -------------------------------------------------
+
+K = 16
+
+
+def derivative_cases(use_torch: bool) -> tuple[dict[str, Callable[[], object]], dict]:
+    """Plans for each derivative of the MLP, checked against each other, and their runs."""
+    arrays = mlp_arrays()
+    leaves = {k: Leaf(a.shape, k in MLP_PARAMS) for k, a in arrays.items()}
+    params = list(MLP_PARAMS)
+    rng = np.random.default_rng(2)
+    tangents = {k: rng.standard_normal(arrays[k].shape).astype(np.float32) for k in params}
+    seeds = rng.standard_normal((K, 64, 10)).astype(np.float32)
+    forward = autograd.plan(MLP_NODES, leaves, outputs=["loss"])
+    grad = mlp_plan(arrays)
+    jvp = autograd.plan(MLP_NODES, leaves, outputs=["loss"],
+                        jvp={"of": ["loss"], "tangents": {k: v.shape for k, v in tangents.items()}})
+    hvp = autograd.plan(MLP_NODES, leaves, outputs=["loss"],
+                        hvp={"of": "loss", "wrt": params,
+                             "tangents": {k: v.shape for k, v in tangents.items()}})
+    one = autograd.plan(MLP_NODES, leaves, outputs=["p"],
+                        grad={"of": "p", "wrt": params}, seed_shape=(64, 10))
+    batched = autograd.plan(MLP_NODES, leaves, outputs=["p"],
+                            grad={"of": "p", "wrt": params, "batch": True}, seed_shape=seeds.shape)
+    g = grad.run(arrays).gradients
+    check("the JVP against <gradient, tangent>", jvp.run(arrays, tangents=tangents).jvp["loss"],
+          sum(np.sum(g[k] * tangents[k]) for k in params), 1e-3, 1e-6)
+    rows = batched.run(arrays, seeds).gradients
+    for i in (0, K - 1):
+        check(f"batched cotangent row {i}", rows["W1"][i],
+              one.run(arrays, seeds[i]).gradients["W1"], 1e-4, 1e-6)
+    hv = {"seed": None, "tangents": tangents}
+    cases = {
+        "forward pass": lambda: forward.run(arrays),
+        "gradient (forward + backward)": lambda: grad.run(arrays),
+        "JVP, tangents on W1 b1 W2 b2": lambda: jvp.run(arrays, tangents=tangents),
+        "HVP, of loss wrt W1 b1 W2 b2": lambda: hvp.run(arrays, hvp=hv),
+        f"{K} gradient runs of p, one seed each": lambda: [one.run(arrays, s) for s in seeds],
+        f"{K} cotangents of p in one batch": lambda: batched.run(arrays, seeds),
+    }
+    torch = _torch() if use_torch else None
+    if torch is not None:
+        cases.update(torch_derivative_cases(torch, arrays, tangents, seeds))
+    return cases, {"torch": torch is not None}
+
+
+def torch_derivative_cases(torch, arrays, tangents, seeds) -> dict[str, Callable[[], object]]:
+    from torch.func import grad as tgrad
+    from torch.func import jvp as tjvp
+    from torch.func import vjp as tvjp
+    from torch.func import vmap
+
+    t = {k: torch.from_numpy(v) for k, v in arrays.items()}
+    params = tuple(t[k] for k in MLP_PARAMS)
+    tans = tuple(torch.from_numpy(tangents[k]) for k in MLP_PARAMS)
+    tseeds = torch.from_numpy(seeds)
+
+    def pred(W1, b1, W2, b2):  # noqa: N803
+        return torch.relu(t["x"] @ W1 + b1) @ W2 + b2
+
+    def loss(W1, b1, W2, b2):  # noqa: N803
+        return torch.mean((pred(W1, b1, W2, b2) - t["t"]) ** 2)
+
+    def hvp():
+        return tjvp(tgrad(loss, argnums=(0, 1, 2, 3)), params, tans)[1]
+
+    def batched():
+        _, fn = tvjp(pred, *params)
+        return vmap(fn)(tseeds)
+
+    with torch.no_grad():
+        return {"torch.func: forward": lambda: loss(*params),
+                "torch.func: jvp": lambda: tjvp(loss, params, tans),
+                "torch.func: hvp (jvp of grad)": hvp,
+                f"torch.func: vmap(vjp), {K} cotangents": batched}
+
+
+def bench_derivatives(timer: Timer, use_torch: bool) -> list[str]:
+    cases, info = derivative_cases(use_torch)
+    t = timer.compare({name: timer.local(fn) for name, fn in cases.items()})
+    med = {name: r["median"] for name, r in t.items()}
+    base = med["forward pass"]
+    rows = [(name, f"{r['median'] * 1e3:.3f}", pct(r["spread"]), f"{r['median'] / base:.2f}")
+            for name, r in t.items()]
+    out = ["(5) derivatives of the MLP of (2), float32 (x forward = time / the forward pass)",
+           table(("case", "ms", "spread", "x forward"), rows, (42, 10, 9, 11)),
+           verdict("HVP vs the gradient (issue 10)",
+                   med["HVP, of loss wrt W1 b1 W2 b2"] / med["gradient (forward + backward)"],
+                   "<=", 4.0),
+           verdict("JVP vs the forward pass (issue 10)",
+                   med["JVP, tangents on W1 b1 W2 b2"] / base, "<=", 2.5),
+           verdict(f"{K} batched cotangents vs {K} gradient runs (issue 10)",
+                   med[f"{K} cotangents of p in one batch"]
+                   / med[f"{K} gradient runs of p, one seed each"], "<=", 0.5)]
+    if info["torch"]:
+        tf = med["torch.func: forward"]
+        for ours, theirs in (("JVP, tangents on W1 b1 W2 b2", "torch.func: jvp"),
+                             ("HVP, of loss wrt W1 b1 W2 b2", "torch.func: hvp (jvp of grad)"),
+                             (f"{K} cotangents of p in one batch",
+                              f"torch.func: vmap(vjp), {K} cotangents")):
+            out.append(f"  {ours}: {med[ours] / base:.2f}x our forward; {theirs}: "
+                       f"{med[theirs] / tf:.2f}x torch's forward; ours / torch's "
+                       f"{med[ours] / med[theirs]:.2f}")
+    return out
+
+
+# ---- 6. per-example gradients (vmap) ------------------------------------------------------
+
+ROWS = 256
+
+
+def vmap_cases(use_torch: bool) -> dict[str, Callable[[], object]]:
+    a = mlp_arrays()
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((ROWS, 784)).astype(np.float32)
+    t = rng.standard_normal((ROWS, 10)).astype(np.float32)
+    params = {k: a[k] for k in MLP_PARAMS}
+    ordinary = {"x": x, "t": t, **params}
+    per_row = {"x": x.reshape(ROWS, 1, 784), "t": t.reshape(ROWS, 1, 10), **params}
+    mean = autograd.plan(MLP_NODES, {k: Leaf(v.shape, k in MLP_PARAMS) for k, v in
+                                     ordinary.items()}, outputs=["loss"],
+                         grad={"of": "loss", "wrt": list(MLP_PARAMS)})
+    each = autograd.plan(MLP_NODES, {k: Leaf(v.shape, k in MLP_PARAMS) for k, v in
+                                     per_row.items()}, outputs=["loss"],
+                         grad={"of": "loss", "wrt": list(MLP_PARAMS)}, vmap=["x", "t"])
+    got = each.run(per_row).gradients
+    # the mean of the per-example gradients of mean-over-10 losses is the ordinary gradient
+    check("per-example gradients against the mean-loss gradient", got["W1"].mean(axis=0),
+          mean.run(ordinary).gradients["W1"], 1e-3, 1e-6)
+    cases = {"mean-loss gradient over the rows (baseline)": lambda: mean.run(ordinary),
+             f"per-example gradients, vmap over {ROWS} rows": lambda: each.run(per_row)}
+    torch = _torch() if use_torch else None
+    if torch is not None:
+        from torch.func import grad, vmap
+        tx, tt = torch.from_numpy(per_row["x"]), torch.from_numpy(per_row["t"])
+        tp = tuple(torch.from_numpy(a[k]) for k in MLP_PARAMS)
+
+        def loss(W1, b1, W2, b2, x, t):  # noqa: N803
+            return torch.mean((torch.relu(x @ W1 + b1) @ W2 + b2 - t) ** 2)
+
+        per_example = vmap(grad(loss, argnums=(0, 1, 2, 3)), in_dims=(None,) * 4 + (0, 0))
+        cases["torch.func: vmap(grad), per example"] = lambda: per_example(*tp, tx, tt)
+    return cases
+
+
+def bench_vmap(timer: Timer, use_torch: bool) -> list[str]:
+    cases = vmap_cases(use_torch)
+    t = timer.compare({name: timer.local(fn) for name, fn in cases.items()})
+    base = t["mean-loss gradient over the rows (baseline)"]["median"]
+    rows = [(name, f"{r['median'] * 1e3:.3f}", pct(r["spread"]), f"{r['median'] / base:.2f}")
+            for name, r in t.items()]
+    ours = t[f"per-example gradients, vmap over {ROWS} rows"]["median"]
+    out = [f"(6) per-example gradients of the MLP of (2) over {ROWS} rows, float32 (every "
+           f"gradient is ({ROWS}, *shape): {ROWS * 784 * 256 * 4 / 1e6:.0f} MB for W1 alone)",
+           table(("case", "ms", "spread", "x mean"), rows, (46, 10, 9, 9)),
+           verdict("per-example vs mean-loss gradient (issue 15)", ours / base, "<=", 2.0)]
+    torch_name = "torch.func: vmap(grad), per example"
+    if torch_name in t:
+        out.append(f"  ours / torch.func's: {ours / t[torch_name]['median']:.2f}")
+
+
+# ---- 7. the ops of PROTOCOL §2.1 ------------------------------------------------------
 
 V1_ELEMENTWISE = {"exp": [], "sin": [], "tanh": [], "sigmoid": [], "relu": [], "mul": [1.001]}
 NEW_ELEMENTWISE = {"square": [], "log1p": [], "expm1": [], "softplus": [], "log_sigmoid": [],
@@ -519,7 +687,7 @@ def bench_op_chains(timer: Timer, n: int) -> list[str]:
     rows = [(op, "v1" if op in V1_ELEMENTWISE else "v1.1", f"{per[op]:.2f}",
              pct(t[op]["spread"]), f"{per[op] / statistics.mean(v1):.2f}") for op in per]
     new = [per[op] for op in NEW_ELEMENTWISE]
-    return [f"(5a) per-node cost of one op: forward+backward through a chain of {n} nodes of "
+    return [f"(7a) per-node cost of one op: forward+backward through a chain of {n} nodes of "
             "it on shape (8,), float32, plan once then plan.run",
             table(("op", "set", "µs/node", "spread", "x v1 mean"), rows, (20, 6, 10, 9, 11)),
             verdict("v1.1 elementwise mean vs v1's mean per node (issue 11)",
@@ -583,11 +751,11 @@ def normaliser_cases(op: str) -> dict[str, Callable[[], object]]:
 def bench_v11_kernels(timer: Timer) -> list[str]:
     out = []
     for title, cases, limit in (
-            ("(5b) einsum \"ij,jk->ik\", x 64x784 and W1 784x256 of the MLP, value and both "
+            ("(7b) einsum \"ij,jk->ik\", x 64x784 and W1 784x256 of the MLP, value and both "
              "gradients, float32", einsum_cases(), 1.2),
-            ("(5c) logsumexp along the last axis of 4096x1024 float32, value and gradient",
+            ("(7c) logsumexp along the last axis of 4096x1024 float32, value and gradient",
              normaliser_cases("logsumexp"), 1.3),
-            ("(5d) log_softmax along the last axis of 4096x1024 float32, value and gradient",
+            ("(7d) log_softmax along the last axis of 4096x1024 float32, value and gradient",
              normaliser_cases("log_softmax"), 1.3)):
         t = timer.compare({name: timer.local(fn) for name, fn in cases.items()})
         base = next(iter(t.values()))["median"]
@@ -617,8 +785,9 @@ def header(args) -> list[str]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="fewer, shorter repeats (~20 s)")
-    ap.add_argument("--only", default="chain,mlp,elementwise,memory,ops",
-                    help="comma-separated sections: chain, mlp, elementwise, memory, ops")
+    ap.add_argument("--only", default="chain,mlp,elementwise,memory,derivatives,vmap,ops",
+                    help="comma-separated sections: chain, mlp, elementwise, memory, "
+                         "derivatives, vmap, ops")
     ap.add_argument("--nodes", type=int, default=1000, help="length of the chain in (1)")
     ap.add_argument("--no-torch", dest="torch", action="store_false",
                     help="leave PyTorch out even when importable")
@@ -637,7 +806,7 @@ def main() -> None:
     timer = Timer(args.repeats, args.budget, args.clock)
 
     only = args.only.split(",")
-    unknown = set(only) - {"chain", "memory", "ops", *SECTIONS}
+    unknown = set(only) - {"chain", "memory", "derivatives", "vmap", "ops", *SECTIONS}
     if unknown:
         ap.error(f"unknown sections {sorted(unknown)}")
     t0 = time.monotonic()
@@ -652,6 +821,10 @@ def main() -> None:
               + " ".join(f"{k}={v}" for k, v in MALLOC_TUNED.items()) + ")")
     if "memory" in only:
         print("\n" + "\n".join(bench_memory()), flush=True)
+    if "derivatives" in only:
+        print("\n" + "\n".join(bench_derivatives(timer, args.torch)), flush=True)
+    if "vmap" in only:
+        print("\n" + "\n".join(bench_vmap(timer, args.torch)), flush=True)
     if "ops" in only:
         print("\n" + "\n".join(bench_op_chains(timer, args.nodes)), flush=True)
         print("\n" + "\n".join(bench_v11_kernels(timer)), flush=True)

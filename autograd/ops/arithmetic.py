@@ -13,15 +13,16 @@ from .rules import _data, _same, _times, _where, _x, _y, _zero
 # ---- + - * / ----------------------------------------------------------------------------
 
 defop("add", 2, np.add, lambda t, g: (g, g), shapes.broadcast,
-      "x + y", "g, g", numbers=(0, 1), operator="+")
+      "x + y", "g, g", numbers=(0, 1), operator="+", linear="linear")
 
 defop("sub", 2, np.subtract, lambda t, g: (g, -g if t.needs[1] else None), shapes.broadcast,
-      "x - y", "g, -g", numbers=(0, 1), operator="-")
+      "x - y", "g, -g", numbers=(0, 1), operator="-", linear="linear")
 
 defop("mul", 2, np.multiply,
       lambda t, g: (_times(g, _x(t, g, 1)) if t.needs[0] else None,
                     _times(g, _x(t, g, 0)) if t.needs[1] else None),
-      shapes.broadcast, "x * y", "g * y, g * x", numbers=(0, 1), saves="x", operator="*")
+      shapes.broadcast, "x * y", "g * y, g * x", numbers=(0, 1), saves="x", operator="*",
+      linear="bilinear")
 
 
 def _div_grad(t, g):
@@ -47,11 +48,21 @@ def _matmul_flops(in_shapes, out, attrs):
     return 2 * size(out) * in_shapes[0][-1]
 
 
+def _mm(a, b):
+    """a @ b; on arrays an outer product (contracting one element) is a broadcast multiply:
+    NumPy's matmul falls back to a slow loop for the strided column it then sees (per-example
+    gradients of a row under vmap are such products)."""
+    if a.__class__ is np.ndarray and a.shape[-1] == 1 and b.__class__ is np.ndarray:
+        return a * b
+    return a @ b
+
+
 defop("matmul", 2, np.matmul,
-      lambda t, g: (g @ _mT(_x(t, g, 1)) if t.needs[0] else None,
-                    _mT(_x(t, g, 0)) @ g if t.needs[1] else None),
+      lambda t, g: (_mm(g, _mT(_x(t, g, 1))) if t.needs[0] else None,
+                    _mm(_mT(_x(t, g, 0)), g) if t.needs[1] else None),
       shapes.matmul, "x @ y (batch dimensions broadcast)", "g @ swap(y), swap(x) @ g, summed "
-      "over broadcast batch dimensions", saves="x", flops=_matmul_flops, operator="@")
+      "over broadcast batch dimensions", saves="x", flops=_matmul_flops, operator="@",
+      linear="bilinear")
 
 
 def _pow_grad(t, g):
@@ -64,15 +75,16 @@ def _pow_grad(t, g):
 
 defop("pow", 1, lambda x, exponent: x ** exponent, _pow_grad, _same,
       "x ** exponent", "g * exponent * x ** (exponent - 1)", saves="x", operator="**",
-      attrs=(Attr("exponent", "number", doc="the power, a number"),))
+      symmetric=True, attrs=(Attr("exponent", "number", doc="the power, a number"),))
 
-defop("neg", 1, np.negative, lambda t, g: (-g,), _same, "-x", "-g", operator="-x")
+defop("neg", 1, np.negative, lambda t, g: (-g,), _same, "-x", "-g", operator="-x",
+      linear="linear")
 
 defop("abs", 1, np.abs, lambda t, g: (_times(g, np.sign(_data(_x(t, g))), fresh=True),), _same,
-      "|x|", "g * sign(x), 0 at 0", saves="x")
+      "|x|", "g * sign(x), 0 at 0", saves="x", symmetric=True)
 
 defop("square", 1, np.square, lambda t, g: (_times(g, 2 * _x(t, g), fresh=True),), _same,
-      "x²", "2 g x", saves="x")
+      "x²", "2 g x", saves="x", symmetric=True)
 
 
 # ---- choices: maximum, minimum, comparisons, where, clip --------------------------------
@@ -154,6 +166,6 @@ def _clip_grad(t, g):
 
 
 defop("clip", 1, _clip, _clip_grad, _same, "x limited to [min, max] (null: no limit)",
-      "g where min <= x <= max, else 0", saves="xy",
+      "g where min <= x <= max, else 0", saves="xy", symmetric=True,
       attrs=(Attr("min", "bound", None, "the lower limit, or null for none"),
              Attr("max", "bound", None, "the upper limit, or null for none")))

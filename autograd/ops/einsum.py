@@ -103,6 +103,15 @@ def _einsum_grad(t, g):
     return tuple(grads)
 
 
+def _batch(attrs, shapes_, out, b):
+    """vmap: every operand broadcast to (B, *shape), and a letter for the batch axis."""
+    terms, out_sub = parse(attrs["equation"], len(shapes_))
+    z = next(c for c in LETTERS if c not in attrs["equation"])
+    eq = ",".join(z + term for term in terms) + "->" + z + out_sub
+    steps = [("broadcast_to", [k], {"shape": (b, *s)}) for k, s in enumerate(shapes_)]
+    return [*steps, ("einsum", [("step", k) for k in range(len(shapes_))], {"equation": eq})]
+
+
 def _flops(in_shapes, out, attrs):
     terms, _ = parse(attrs["equation"], len(in_shapes))
     sizes = _sizes(terms, in_shapes)
@@ -113,5 +122,5 @@ defop("einsum", 1, _einsum, _einsum_grad, _shape,
       "Σ over the letters not in the output of the product of the operands "
       "(numpy.einsum, explicit \"->\")",
       "operand i: einsum of g with the other operands, to i's subscripts", variadic=True,
-      bind=_bind, saves="x", flops=_flops,
+      bind=_bind, saves="x", flops=_flops, batch=_batch,
       attrs=(Attr("equation", "text", doc='subscripts, e.g. "ij,jk->ik"'),))

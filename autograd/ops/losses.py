@@ -30,14 +30,24 @@ def _per_element(t, g, n=None):
     return (g / (size(shape) if n is None else n)).reshape(_lead(t, g) + (1,) * len(shape))
 
 
+def _loss_batch(kind: str, shapes_):
+    """mean over each example's elements of (pred - target)² or |pred - target| (vmap)."""
+    square = ("mul", [("step", 0), ("step", 0)], {}) if kind == "square" else (
+        "abs", [("step", 0)], {})
+    return [("sub", [0, 1], {}), square,
+            ("mean", [("step", 1)], {"axis": tuple(range(1, len(shapes_[0]) + 1))})]
+
+
 defop("mse_loss", 2, lambda p, q: _mean(np.square(p - q)),
       lambda t, g: _loss_grads(t, (_x(t, g, 0) - _x(t, g, 1)) * (2 * _per_element(t, g))),
-      _pair, "mean((pred - target)²)", "±2 g (pred - target) / n", saves="x", flops=_in_flops)
+      _pair, "mean((pred - target)²)", "±2 g (pred - target) / n", saves="x", flops=_in_flops,
+      batch=lambda attrs, shapes_, out, b: _loss_batch("square", shapes_))
 
 defop("mae_loss", 2, lambda p, q: _mean(np.abs(p - q)),
       lambda t, g: _loss_grads(t, _times(_per_element(t, g),
                                          np.sign(_data(_x(t, g, 0)) - _data(_x(t, g, 1))))),
-      _pair, "mean(|pred - target|)", "±g sign(pred - target) / n", saves="x", flops=_in_flops)
+      _pair, "mean(|pred - target|)", "±g sign(pred - target) / n", saves="x", flops=_in_flops,
+      batch=lambda attrs, shapes_, out, b: _loss_batch("abs", shapes_))
 
 
 # ---- from logits ------------------------------------------------------------------------
@@ -63,6 +73,17 @@ def _cross_entropy_grad(t, g):
     return (gx, -gn * ls if t.needs[1] else None)
 
 
+def _cross_entropy_batch(attrs, shapes_, out, b):
+    """vmap: each example's mean of -Σ target * log_softmax, past the batch axis."""
+    s, axis = shapes_[0], attrs["axis"]
+    rest = tuple(range(1, len(s)))  # the other axes of each example, the class axis gone
+    return [("broadcast_to", [0], {"shape": (b, *s)}), ("broadcast_to", [1], {"shape": (b, *s)}),
+            ("log_softmax", [("step", 0)], {"axis": axis + 1}),
+            ("mul", [("step", 1), ("step", 2)], {}),
+            ("sum", [("step", 3)], {"axis": (axis + 1,)}),
+            ("mean", [("step", 4)], {"axis": rest}), ("neg", [("step", 5)], {})]
+
+
 def _class_axis(s, target, axis):
     return {"axis": shapes.one(axis, len(s))}
 
@@ -71,7 +92,7 @@ defop("cross_entropy", 2, _cross_entropy, _cross_entropy_grad, _pair,
       "mean over the other axes of -Σ target * log_softmax(logits) along axis",
       "g / n (softmax(x) Σ t - t) to the logits, -g / n log_softmax(x) to the target",
       attrs=(Attr("axis", "int", -1, "the class axis"),), bind=_class_axis, saves="x",
-      flops=lambda i, out, a: 6 * size(i[0]))
+      flops=lambda i, out, a: 6 * size(i[0]), batch=_cross_entropy_batch)
 
 
 def _bce(x, z):
@@ -88,4 +109,7 @@ def _bce_grad(t, g):
 defop("binary_cross_entropy_with_logits", 2, _bce, _bce_grad, _pair,
       "mean of max(x, 0) - x t + ln(1 + e^-|x|) (stable)",
       "g / n (sigmoid(x) - t) to the logits, -g x / n to the targets", saves="x",
-      flops=lambda i, out, a: 5 * size(i[0]))
+      flops=lambda i, out, a: 5 * size(i[0]), batch=lambda attrs, shapes_, out, b: [
+          ("softplus", [0], {}), ("mul", [0, 1], {}), ("sub", [("step", 0), ("step", 1)], {}),
+          ("broadcast_to", [("step", 2)], {"shape": (b, *shapes_[0])}),
+          ("mean", [("step", 3)], {"axis": tuple(range(1, len(shapes_[0]) + 1))})])

@@ -41,6 +41,13 @@ def _expand(t, g):
     return _broadcast(_kept(t, g), _lead(t, g) + t.parents[0].shape)
 
 
+def _reduce_batch(attrs, shapes_, out, b):
+    """Reduce the same axes of each example: past the batch axis (vmap)."""
+    axis = attrs["axis"]
+    axis = range(len(shapes_[0])) if axis is None else axis
+    return {"axis": tuple(a + 1 for a in axis), "keepdims": attrs["keepdims"]}
+
+
 def _count(shape, axis) -> int:
     """How many elements each output of a reduction over `axis` (normalised) takes in."""
     return size(shape) if axis is None else math.prod(shape[i] for i in axis)
@@ -49,7 +56,8 @@ def _count(shape, axis) -> int:
 defop("sum", 1, lambda x, axis, keepdims: np.sum(x, axis=axis, keepdims=keepdims),
       lambda t, g: (_expand(t, g),), _reduce_shape,
       "Σ x over axis", "g broadcast back over the reduced axes",
-      attrs=_REDUCE_ATTRS, bind=_reduce_bind, flops=_in_flops)
+      attrs=_REDUCE_ATTRS, bind=_reduce_bind, flops=_in_flops, linear="linear",
+      batch=_reduce_batch)
 
 
 def _mean(x, axis=None, keepdims=False):
@@ -61,7 +69,8 @@ defop("mean", 1, _mean,
       lambda t, g: (_expand(t, g / _count(t.parents[0].shape, t.attrs["axis"])),),
       _reduce_shape,
       "Σ x / n over axis", "g / n broadcast back over the reduced axes",
-      attrs=_REDUCE_ATTRS, bind=_reduce_bind, flops=_in_flops)
+      attrs=_REDUCE_ATTRS, bind=_reduce_bind, flops=_in_flops, linear="linear",
+      batch=_reduce_batch)
 
 
 # ---- max, min: the gradient split evenly among tied extremes (PyTorch) ------------------
@@ -85,7 +94,7 @@ for _name, _fn_np, _word in (("max", np.max, "largest"), ("min", np.min, "smalle
     defop(_name, 1, lambda x, axis, keepdims, f=_fn_np: f(x, axis=axis, keepdims=keepdims),
           _extreme_grad, _nonempty_shape(_name), f"the {_word} x over axis",
           "g to the elements that attain it, split evenly among ties", attrs=_REDUCE_ATTRS,
-          bind=_reduce_bind, saves="xy", flops=_in_flops)
+          bind=_reduce_bind, saves="xy", flops=_in_flops, batch=_reduce_batch)
 
 
 # ---- logsumexp --------------------------------------------------------------------------
@@ -116,4 +125,4 @@ defop("logsumexp", 1, _logsumexp,
       lambda t, g: (_times(_expand(t, g), _exp(_x(t, g) - _kept(t, _y(t, g))), fresh=True),),
       _reduce_shape, "ln Σ e^x over axis (the max subtracted first)",
       "g * e^(x - logsumexp x): softmax along axis", attrs=_REDUCE_ATTRS, bind=_reduce_bind,
-      saves="xy", flops=lambda i, out, a: 3 * size(i[0]))
+      saves="xy", flops=lambda i, out, a: 3 * size(i[0]), batch=_reduce_batch)

@@ -35,7 +35,8 @@ defop("transpose", 1, lambda x, axes: np.transpose(x, axes), _transpose_grad,
       lambda s, axes: tuple(s[i] for i in axes),
       "x with its axes permuted (default: all reversed, x.T)", "g with the inverse permutation",
       attrs=(Attr("axes", "perm", None, "a permutation of the dimensions; null reverses them"),),
-      bind=_transpose_bind, flops=_zero_flops)
+      bind=_transpose_bind, flops=_zero_flops, linear="linear",
+      batch=lambda attrs, shapes_, out, b: {"axes": (0, *(a + 1 for a in attrs["axes"]))})
 
 
 def _unshape(t, g):
@@ -47,7 +48,8 @@ defop("reshape", 1, lambda x, shape: np.reshape(x, shape), _unshape,
       lambda s, shape: shape,
       "x with a new shape of as many elements", "g reshaped to x's shape",
       attrs=(Attr("shape", "shape", doc="the new shape; one dimension may be -1"),),
-      bind=lambda s, shape: {"shape": shapes.reshape(s, shape)}, flops=_zero_flops)
+      bind=lambda s, shape: {"shape": shapes.reshape(s, shape)}, flops=_zero_flops,
+      linear="linear", batch=lambda attrs, shapes_, out, b: {"shape": (b, *attrs["shape"])})
 
 
 def _broadcast_shape(s, shape):
@@ -63,7 +65,10 @@ def _broadcast_shape(s, shape):
 defop("broadcast_to", 1, lambda x, shape: np.broadcast_to(x, shape), lambda t, g: (g,),
       _broadcast_shape, "x repeated along new or size-1 axes up to shape (NumPy broadcasting)",
       "g summed over the broadcast axes",
-      attrs=(Attr("shape", "shape", doc="the shape to broadcast to"),), flops=_zero_flops)
+      attrs=(Attr("shape", "shape", doc="the shape to broadcast to"),), flops=_zero_flops,
+      linear="linear", batch=lambda attrs, shapes_, out, b: [
+          ("reshape", [0], {"shape": (b, *(1,) * (len(out) - len(shapes_[0])), *shapes_[0])}),
+          ("broadcast_to", [("step", 0)], {"shape": (b, *out)})])
 
 
 def _expand_dims_bind(s, axis):
@@ -74,7 +79,8 @@ defop("expand_dims", 1, lambda x, axis: np.expand_dims(x, axis), _unshape,
       lambda s, axis: s[:axis] + (1,) + s[axis:],
       "x with a new axis of size 1 at axis", "g reshaped to x's shape",
       attrs=(Attr("axis", "int", doc="where the new axis goes, in the output's axes"),),
-      bind=_expand_dims_bind, flops=_zero_flops)
+      bind=_expand_dims_bind, flops=_zero_flops, linear="linear",
+      batch=lambda attrs, shapes_, out, b: {"axis": attrs["axis"] + 1})
 
 
 def _squeeze_bind(s, axis):
@@ -93,10 +99,21 @@ defop("squeeze", 1, lambda x, axis: np.squeeze(x, axis), _unshape,
       "x without the size-1 axes named (null: all of them)", "g reshaped to x's shape",
       attrs=(Attr("axis", "axes", None, "an axis, a list of axes, or null for every size-1 "
                   "axis"),),
-      bind=_squeeze_bind, flops=_zero_flops)
+      bind=_squeeze_bind, flops=_zero_flops, linear="linear",
+      batch=lambda attrs, shapes_, out, b: {"axis": tuple(a + 1 for a in attrs["axis"])})
 
 
 # ---- joins ------------------------------------------------------------------------------
+
+def _join_batch(name):
+    """vmap: every operand broadcast to (B, *shape) (one may be shared, unbatched), then the
+    op past the batch axis."""
+    def batch(attrs, shapes_, out, b):
+        steps = [("broadcast_to", [k], {"shape": (b, *s)}) for k, s in enumerate(shapes_)]
+        return [*steps, (name, [("step", k) for k in range(len(shapes_))],
+                         {"axis": attrs["axis"] + 1})]
+    return batch
+
 
 def _join_bind(*ss, axis, extra=0):
     return {"axis": shapes.one(axis, len(ss[0]) + extra)}
@@ -126,6 +143,7 @@ def _concat_grad(t, g):
 defop("concat", 1, lambda *xs, axis: np.concatenate(xs, axis), _concat_grad, _concat_shape,
       "the operands joined along axis (numpy.concatenate)", "g sliced back into each "
       "operand's part", variadic=True, bind=_join_bind, flops=_zero_flops,
+      batch=_join_batch("concat"),
       attrs=(Attr("axis", "int", 0, "the axis to join along"),))
 
 
@@ -146,7 +164,8 @@ def _stack_grad(t, g):
 defop("stack", 1, lambda *xs, axis: np.stack(xs, axis), _stack_grad, _stack_shape,
       "the operands stacked along a new axis (numpy.stack)", "g's slice i to operand i",
       variadic=True, bind=lambda *ss, axis: _join_bind(*ss, axis=axis, extra=1),
-      flops=_zero_flops, attrs=(Attr("axis", "int", 0, "where the new axis goes"),))
+      flops=_zero_flops, batch=_join_batch("stack"),
+      attrs=(Attr("axis", "int", 0, "where the new axis goes"),))
 
 
 # ---- getitem and its transpose ----------------------------------------------------------
@@ -190,6 +209,12 @@ def _indexed_shape(s, index):
     return (*out, *s[axis:])
 
 
+def _json_index(key) -> list:
+    """A bound NumPy key back in the index's JSON form."""
+    return [{"start": e.start, "stop": e.stop, "step": e.step} if isinstance(e, slice) else e
+            for e in key]
+
+
 def _scatter(g, index, shape):
     out = np.zeros(shape, g.dtype)
     out[index] = g
@@ -208,14 +233,17 @@ def _getitem_grad(t, g):
 defop("getitem", 1, lambda x, index: np.array(x[index]), _getitem_grad, _indexed_shape,
       "x[index], NumPy basic indexing: ints, slices, null (a new axis), \"...\"",
       "g put back at the index into zeros of x's shape", operator="[]", bind=_key,
-      flops=_zero_flops, attrs=(Attr("index", "index", doc='one entry per indexed axis: an '
+      flops=_zero_flops, linear="linear",
+      batch=lambda attrs, shapes_, out, b: {"index": _json_index((slice(None),
+                                                                  *attrs["index"]))},
+      attrs=(Attr("index", "index", doc='one entry per indexed axis: an '
                                      'int, {"start", "stop", "step"}, null or "..."'),))
 
 defop("scatter", 1, _scatter,
       lambda t, g: (_index(g, (slice(None),) * len(_lead(t, g)) + t.attrs["index"]),),
       lambda s, index, shape: tuple(shape),
       "zeros of shape with x put at index (getitem's transpose)", "g[index]", internal=True,
-      flops=_zero_flops, attrs=(Attr("index", "any"), Attr("shape", "any")))
+      flops=_zero_flops, batch=None, attrs=(Attr("index", "any"), Attr("shape", "any")))
 
 
 # ---- take and its transpose -------------------------------------------------------------
@@ -257,6 +285,8 @@ defop("take", 1, _take, _take_grad,
       lambda s, indices, axis: s[:axis] + (len(indices),) + s[axis + 1:],
       "x's entries at indices along axis (numpy.take)",
       "g added up at the indices (repeated indices add)", bind=_take_bind, flops=_zero_flops,
+      linear="linear", batch=lambda attrs, shapes_, out, b: {"indices": attrs["indices"],
+                                                            "axis": attrs["axis"] + 1},
       attrs=(Attr("indices", "ints", doc="the positions to take; negative count from the end"),
              Attr("axis", "int", 0, "the axis to take along")))
 
@@ -264,6 +294,6 @@ defop("scatter_add", 1, _scatter_add,
       lambda t, g: (_take_op(g, indices=t.attrs["indices"], axis=t.attrs["axis"]),),
       lambda s, indices, axis, shape: tuple(shape),
       "zeros of shape with x added at indices along axis (take's transpose)",
-      "g taken at indices", internal=True, flops=_zero_flops,
+      "g taken at indices", internal=True, flops=_zero_flops, batch=None,
       attrs=(Attr("indices", "any"), Attr("axis", "any"), Attr("shape", "any")))
 

@@ -134,3 +134,16 @@ def test_a_training_example_learns_what_numpy_learns(server, name):
     assert printed["accuracy"] >= 0.9
     for key in printed:
         np.testing.assert_allclose(printed[key], ref[key], rtol=1e-6, atol=1e-9, err_msg=key)
+
+
+def test_the_readme_one_line_expr_curl_gives_the_protocol_numbers(server):
+    readme = (ROOT / "README.md").read_text()
+    line = next(x for x in readme.splitlines() if x.startswith("curl ") and '"expr"' in x)
+    done = run(["bash", "-c", line.replace("http://127.0.0.1:8000", server.url)], server.url)
+    assert done.returncode == 0, done.stderr
+    body = json.loads(done.stdout)
+    ref = reference()
+    assert list(body["outputs"]) == ["loss"] and list(body["gradients"]) == ["w", "b"]
+    np.testing.assert_allclose(body["outputs"]["loss"]["data"], ref["loss"], **F32)
+    for name in ("w", "b"):
+        np.testing.assert_allclose(body["gradients"][name]["data"], ref[name], **F32)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hmac
 import importlib.metadata
 import logging
+import time
 from dataclasses import dataclass, field
 
 from flask import Flask, Response, current_app, request
@@ -46,7 +47,7 @@ class Runtime:
     plans: PlanCache = field(init=False)
 
     def __post_init__(self):
-        self.plans = PlanCache(self.settings.plan_cache, self.settings.max_nodes)
+        self.plans = PlanCache(self.settings.plan_cache, self.settings.plan_cache_bytes)
 
 
 def runtime() -> Runtime:
@@ -61,15 +62,16 @@ def json_response(obj, status: int = 200) -> Response:
 
 def evaluate():
     rt = runtime()
-    req = EvaluateRequest.model_validate(_graph_body(rt))
-    body = evaluation.evaluate(req, rt.settings, rt.plans)
+    deadline = time.monotonic() + rt.settings.deadline_s  # reading and validating count too
+    req = evaluation.validate(_graph_body(rt), rt.settings)
+    body = evaluation.evaluate(req, rt.settings, rt.plans, deadline)
     request.environ[observability.NODES] = body["stats"]["nodes"]  # for the log line, metrics
     return json_response(body)
 
 
 def shapes():
     rt = runtime()
-    req = ShapesRequest.model_validate(_graph_body(rt), context={"shapes": True})
+    req = evaluation.validate(_graph_body(rt), rt.settings, ShapesRequest, {"shapes": True})
     return json_response(evaluation.shapes(req, rt.settings))
 
 
@@ -85,12 +87,22 @@ def _graph_body(rt: Runtime) -> dict:
 
 
 def _body() -> bytes:
-    """The request body, in one read when its length is known (the guard has checked it):
-    werkzeug's chunked read takes ~60 ms for a 22 MB base64 body, one read a few."""
+    """The request body, in one read (the guard has checked a declared length): werkzeug's
+    chunked read takes ~60 ms for a 22 MB base64 body, one read a few. A chunked body is read
+    to one byte past the limit, so that a longer one is refused, never cut and evaluated."""
     length = request.content_length
-    if length is None:  # chunked: werkzeug reads it, enforcing MAX_CONTENT_LENGTH
-        return request.get_data(cache=False)
-    body = request.environ["wsgi.input"].read(length)
+    limit = runtime().settings.max_body_bytes
+    try:
+        body = request.environ["wsgi.input"].read(limit + 1 if length is None else length)
+    except MemoryError:
+        raise
+    except Exception as e:  # the server's chunk parser (gunicorn's raises its own types)
+        raise ApiError(400, "bad_request", f"the body could not be read: {e}") from None
+    if length is None:
+        if len(body) > limit:
+            raise ApiError(413, "body_too_large", f"the chunked body passes {limit:,} bytes, "
+                           "the limit", headers={"Connection": "close"})
+        return body
     if len(body) < length:
         raise ApiError(400, "malformed_json", f"the body ended after {len(body):,} of "
                        f"{length:,} bytes")
@@ -148,15 +160,24 @@ ROUTES = [
           media="text/html", auth=False),
 ]
 _BY_ENDPOINT = {r.view.__name__: r for r in ROUTES}
+# What the guard assumes of a view missing from ROUTES: keyed, and a JSON body if one is sent.
+_UNLISTED = {True: Route("POST", "", None, "", None, request=EvaluateRequest),
+             False: Route("GET", "", None, "", None)}
+
+
+def _sends_body() -> bool:
+    return (request.method not in ("GET", "HEAD") or bool(request.content_length)
+            or "chunked" in request.headers.get("Transfer-Encoding", "").lower())
 
 
 # ---- the guard every request passes ------------------------------------------------------
 
 def _guard():
-    """Auth, then body size from Content-Length, then media type: all before reading."""
-    route = _BY_ENDPOINT.get(request.endpoint)
-    if route is None:
+    """Auth, then body size from Content-Length, then media type: all before reading. A view
+    that is not in ROUTES gets every check (fails closed)."""
+    if request.routing_exception is not None:
         return None  # werkzeug answers 404/405, through the one error handler
+    route = _BY_ENDPOINT.get(request.endpoint) or _UNLISTED[_sends_body()]
     rt = runtime()
     settings = rt.settings
     if route.auth and settings.api_keys and not _authorized(settings.api_keys):
@@ -188,7 +209,9 @@ def _authorized(keys: tuple[str, ...]) -> bool:
 
 def create_app(settings: Settings | None = None) -> Flask:
     settings = settings or Settings()
-    app = Flask("gradserve")
+    app = Flask("gradserve", static_folder=None)
+    # No redirects: werkzeug's would merge slashes into a Location built from the Host header.
+    app.url_map.merge_slashes = False
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     app.extensions["gradserve"] = Runtime(settings)
     errors.init_app(app)

@@ -66,6 +66,9 @@ CODES = {
     "overloaded": (429, "every worker is busy and the queue is full; retry after Retry-After"),
     "not_ready": (503, "the server is starting or draining"),
     "deadline_exceeded": (504, "the evaluation ran past deadline_s and was stopped"),
+    "request_timeout": (408, "the request did not arrive in full within request_timeout_s"),
+    "uri_too_long": (414, "the request line is longer than the server reads"),
+    "header_too_large": (431, "too many header fields, or one too large"),
     "internal": (500, "a bug; never the answer to anything a client sends"),
 }
 
@@ -97,14 +100,17 @@ def from_engine(e: AutogradError) -> ApiError:
     return ApiError(status, e.code, e.detail, errors)
 
 
-def from_validation(e: ValidationError) -> ApiError:
+def from_validation(e: ValidationError, limit: int = 20, count: int | None = None) -> ApiError:
+    """At most `limit` pointers: 200,000 bad nodes must not make a 34 MB answer. `count`: how
+    many errors there are in all, when `e` holds only the first ones."""
     errors = []
-    for err in e.errors(include_url=False, include_input=False, include_context=False):
+    for err in e.errors(include_url=False, include_input=False, include_context=False)[:limit]:
         loc = [p for p in err["loc"] if p != "[key]"]
         errors.append({"pointer": pointer(loc), "detail": err["msg"]})
     first = errors[0] if errors else {"pointer": "", "detail": "invalid"}
     where = f" at {first['pointer']}" if first["pointer"] else ""
-    more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+    count = count or e.error_count()
+    more = f" (and {count - 1:,} more)" if count > 1 else ""
     return ApiError(422, "validation_error", f"{first['detail']}{where}{more}", errors)
 
 

@@ -307,6 +307,18 @@ def test_nginx_upstream_is_the_compose_service_re_resolved_with_keepalive():
     assert proxy_pass == ["http://gradserve"]
 
 
+@pytest.mark.parametrize("env", [compose_env, k8s_env, dict], ids=["compose", "k8s", "serve"])
+def test_every_deployment_runs_the_reading_worker_with_keepalive(env, tmp_path, monkeypatch):
+    """Slow and idle clients are read by service/worker.py's event loop in `make serve`, in
+    compose (behind nginx, which buffers too) and in k8s (gunicorn exposed directly): the
+    image's CMD is make serve's (a test above), and the Deployment does not replace it."""
+    conf = gunicorn_config(env(), tmp_path, monkeypatch)
+    assert conf["worker_class"] == "service.worker.Worker" and conf["threads"] == 1
+    (timeout,) = nginx("keepalive_timeout", "upstream gradserve")
+    assert 0 < seconds(timeout[0]) < conf["keepalive"]  # nginx lets go first
+    assert "command" not in container() and "args" not in container()
+
+
 def test_nginx_passes_the_clients_request_id_or_makes_one():
     headers = {args[0].lower(): args[1] for args in nginx("proxy_set_header", "location /")}
     variable = headers["x-request-id"]

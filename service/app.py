@@ -2,17 +2,29 @@
 
 from __future__ import annotations
 
+import binascii
 import hmac
 import importlib.metadata
 import logging
 import time
 from dataclasses import dataclass, field
 
+import pybase64
 from flask import Flask, Response, current_app, request
 
 from autograd import DTYPES, OPS
 
-from . import codec, errors, observability, openapi, pages, shedding
+from . import (
+    codec,
+    errors,
+    models,
+    observability,
+    openapi,
+    pages,
+    shedding,
+    tesseract,
+    umbridge,
+)
 from . import evaluate as evaluation
 from .config import Settings
 from .errors import ApiError
@@ -45,9 +57,11 @@ class Runtime:
     draining: bool = False
     listeners: tuple = ()  # the listening sockets, set in each gunicorn worker (shedding)
     plans: PlanCache = field(init=False)
+    models: dict = field(init=False)  # name -> models.Model, loaded and planned at start
 
     def __post_init__(self):
         self.plans = PlanCache(self.settings.plan_cache, self.settings.plan_cache_bytes)
+        self.models = models.load(self.settings.models_dir, self.settings, self.plans)
 
 
 def runtime() -> Runtime:
@@ -158,6 +172,9 @@ ROUTES = [
           media="text/html", auth=False),
     Route("GET", "/docs", pages.docs, "Interactive documentation of this document", None,
           media="text/html", auth=False),
+    *models.ROUTES,
+    *umbridge.ROUTES,
+    *tesseract.ROUTES,
 ]
 _BY_ENDPOINT = {r.view.__name__: r for r in ROUTES}
 # What the guard assumes of a view missing from ROUTES: keyed, and a JSON body if one is sent.
@@ -178,17 +195,21 @@ def _guard():
     if request.routing_exception is not None:
         return None  # werkzeug answers 404/405, through the one error handler
     route = _BY_ENDPOINT.get(request.endpoint) or _UNLISTED[_sends_body()]
+    request.environ[observability.ROUTE] = route.path
     rt = runtime()
     settings = rt.settings
     if route.auth and settings.api_keys and not _authorized(settings.api_keys):
-        raise ApiError(401, "unauthorized", "send Authorization: Bearer <key>",
+        raise ApiError(401, "unauthorized", "send Authorization: Bearer <key> (or the key as "
+                       "the password of HTTP Basic auth)",
                        headers={"WWW-Authenticate": 'Bearer realm="gradserve"'})
-    if route.request is not None:
+    if route.request is not None or route.any_media:
         shedding.check(rt.listeners, settings.max_queue)
         length = request.content_length
         if length is not None and length > settings.max_body_bytes:
             raise ApiError(413, "body_too_large", f"the body has {length:,} bytes; the limit "
                            f"is {settings.max_body_bytes:,}")
+        if route.any_media:
+            return None
         if request.mimetype != "application/json" and not request.mimetype.endswith("+json"):
             sent = request.mimetype or "none"
             raise ApiError(415, "unsupported_media_type",
@@ -197,12 +218,19 @@ def _guard():
 
 
 def _authorized(keys: tuple[str, ...]) -> bool:
+    """A bearer key, or a key as the password of HTTP Basic auth: clients that take only a
+    URL (UM-Bridge's, Tesseract's) send one as http://:KEY@host/."""
     scheme, _, token = request.headers.get("Authorization", "").partition(" ")
-    token = token.strip().encode()
+    scheme, token = scheme.lower(), token.strip().encode()
+    if scheme == "basic":
+        try:
+            token = pybase64.b64decode(token, validate=True).partition(b":")[2]
+        except (binascii.Error, ValueError):
+            return False
     ok = False
     for key in keys:  # every key compared, in constant time each
         ok |= hmac.compare_digest(token, key.encode())
-    return ok and scheme.lower() == "bearer"
+    return ok and scheme in ("bearer", "basic")
 
 
 # ---- the factory ------------------------------------------------------------------------
@@ -215,6 +243,8 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     app.extensions["gradserve"] = Runtime(settings)
     errors.init_app(app)
+    errors.use_format(app, umbridge.PREFIX, umbridge.error_response)
+    errors.use_format(app, tesseract.PREFIX, tesseract.error_response)
     observability.init_app(app, settings.log_level, [r.path for r in ROUTES])
     for r in ROUTES:
         # no automatic OPTIONS: it would pass the guard as the route's method and get a 415

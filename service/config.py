@@ -55,6 +55,9 @@ class Settings(BaseSettings):
     drain_s: float = Field(0.0, ge=0,
                            description="after SIGTERM, keep serving with /readyz at 503 this long")
     log_level: str = Field("info", description="debug, info, warning or error")
+    models_dir: str = Field(
+        "", description="folder of model files NAME.json, loaded and checked at start "
+        "(PROTOCOL.md §10); empty serves no models")
 
     @field_validator("api_keys", mode="before")
     @classmethod

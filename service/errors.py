@@ -11,7 +11,7 @@ import logging
 from http import HTTPStatus
 
 import orjson
-from flask import Flask, Response
+from flask import Flask, Response, request
 from pydantic import ValidationError
 from werkzeug.exceptions import HTTPException
 
@@ -43,6 +43,7 @@ CODES = {
     "malformed_json": (400, "the body is not strict JSON, or not a JSON object"),
     "unauthorized": (401, "API keys are configured and no valid bearer key was sent"),
     "not_found": (404, "no such endpoint"),
+    "unknown_model": (404, "no model of that name; GET /v1/models lists them"),
     "method_not_allowed": (405, "the endpoint does not take this method"),
     "body_too_large": (413, "the body is larger than max_body_bytes"),
     "graph_too_large": (413, "nodes, peak tensor bytes or FLOPs over the limits"),
@@ -130,12 +131,26 @@ def problem(err: ApiError) -> Response:
     return Response(orjson.dumps(body), status=err.status, mimetype=PROBLEM, headers=err.headers)
 
 
+FORMATS = "gradserve.error_formats"
+
+
 def init_app(app: Flask) -> None:
-    """One handler for everything: ours, the engine's, pydantic's, werkzeug's, and bugs."""
+    """One handler for everything: ours, the engine's, pydantic's, werkzeug's, and bugs;
+    written as problem+json, or in the format of the protocol whose prefix the path has."""
+    app.extensions[FORMATS] = {}
 
     @app.errorhandler(Exception)
     def handle(e: Exception):
-        return problem(to_api_error(e))
+        err = to_api_error(e)
+        for prefix, render in app.extensions[FORMATS].items():
+            if request.path.startswith(prefix):
+                return render(err)
+        return problem(err)
+
+
+def use_format(app: Flask, prefix: str, render) -> None:
+    """Errors on paths under `prefix` are written by `render(ApiError) -> Response`."""
+    app.extensions[FORMATS][prefix] = render
 
 
 def to_api_error(e: Exception) -> ApiError:

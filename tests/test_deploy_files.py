@@ -397,3 +397,23 @@ def test_k8s_hpa_scales_the_deployment_on_cpu():
 
 def test_k8s_and_compose_run_the_same_image():
     assert container()["image"] == compose()["services"]["gradserve"]["image"]
+
+
+# ---- models (PROTOCOL.md §10) ---------------------------------------------------------------
+
+def test_every_deployment_serves_the_example_models_from_one_folder():
+    """compose mounts ./models where GRADSERVE_MODELS_DIR points; k8s mounts a ConfigMap
+    holding exactly the files of models/ there; the image copies them there too."""
+    examples = {p.name: json.loads(p.read_text()) for p in (ROOT / "models").glob("*.json")}
+    assert len(examples) >= 2
+    where = compose_env()["GRADSERVE_MODELS_DIR"]
+    assert f"./models:{where}:ro" in compose()["services"]["gradserve"]["volumes"]
+    config = {k: json.loads(v) for k, v in k8s("ConfigMap")["data"].items()}
+    assert config == examples
+    (mount,) = [m for m in container()["volumeMounts"] if m["name"] == "models"]
+    assert mount["mountPath"] == k8s_env()["GRADSERVE_MODELS_DIR"] == where
+    volumes = k8s("Deployment")["spec"]["template"]["spec"]["volumes"]
+    assert {"name": "models", "configMap": {"name": k8s("ConfigMap")["metadata"]["name"]}} \
+        in volumes
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    assert "COPY models models" in dockerfile and f"GRADSERVE_MODELS_DIR={where}" in dockerfile

@@ -74,6 +74,57 @@ def _perm(v):
     return None if v is None else _ints(v)
 
 
+def _bound(v):
+    return None if v is None else _number(v)
+
+
+def _text(v):
+    if not isinstance(v, str):
+        raise TypeError("a string")
+    return v
+
+
+def _index(v):
+    """getitem's index (PROTOCOL.md §2.1) in its JSON form: ints, {"start", "stop", "step"},
+    null (a new axis) and "..."; Python's own slice and Ellipsis are taken too (x[1:, None])."""
+    if not isinstance(v, (list, tuple)):
+        raise TypeError("a list")
+    out = []
+    for k, e in enumerate(v):
+        if e is None or _is_int(e):
+            out.append(e if e is None else int(e))
+        elif e is Ellipsis or e == "...":
+            out.append("...")
+        elif isinstance(e, (slice, dict)):
+            out.append(_slice(e, k))
+        else:
+            raise BadAttribute(f"index entry {k} must be an integer, a slice object "
+                               f'{{"start", "stop", "step"}}, null or "..."', path=(k,))
+    if out.count("...") > 1:
+        raise BadAttribute('an index may hold "..." once', path=())
+    return tuple(out)
+
+
+def _slice(e, k: int) -> dict:
+    parts = (e.start, e.stop, e.step) if isinstance(e, slice) else (
+        e.get("start"), e.get("stop"), e.get("step"))
+    if isinstance(e, dict) and not e.keys() <= {"start", "stop", "step"}:
+        extra = sorted(e.keys() - {"start", "stop", "step"})[0]
+        raise BadAttribute(f"a slice has only start, stop and step, not {extra!r}",
+                           path=(k, extra))
+    for name, p in zip(("start", "stop", "step"), parts, strict=True):
+        if not (p is None or _is_int(p)):
+            raise BadAttribute(f"a slice's {name} must be an integer or null", path=(k, name))
+    if parts[2] == 0:
+        raise BadAttribute("a slice's step must not be zero", path=(k, "step"))
+    return dict(zip(("start", "stop", "step"), (None if p is None else int(p) for p in parts),
+                    strict=True))
+
+
+def _any(v):
+    return v
+
+
 _INT = {"type": "integer"}
 _INTS = {"type": "array", "items": _INT, "maxItems": 64}
 KINDS: dict[str, tuple[Callable[[Any], Any], dict]] = {
@@ -83,10 +134,20 @@ KINDS: dict[str, tuple[Callable[[Any], Any], dict]] = {
     "shape": (_ints, _INTS),
     "axes": (_axes, {"anyOf": [_INT, _INTS, {"type": "null"}]}),
     "perm": (_perm, {"anyOf": [_INTS, {"type": "null"}]}),
+    "bound": (_bound, {"type": ["number", "null"]}),
+    "ints": (_ints, {"type": "array", "items": _INT}),
+    "text": (_text, {"type": "string", "maxLength": 256}),
+    "index": (_index, {"type": "array", "maxItems": 64, "items": {"anyOf": [
+        _INT, {"type": "null"}, {"const": "..."},
+        {"type": "object", "additionalProperties": False, "properties": {
+            k: {"type": ["integer", "null"]} for k in ("start", "stop", "step")}}]}}),
+    "any": (_any, {}),  # internal ops only: a value a rule made, never a client's
 }
 _EXPECTS = {"number": "a finite number", "int": "an integer", "bool": "true or false",
             "shape": "a list of integers", "axes": "an integer, a list of integers or null",
-            "perm": "a list of integers or null"}
+            "perm": "a list of integers or null", "bound": "a finite number or null",
+            "ints": "a list of integers", "text": "a string", "index": "a list",
+            "any": "a value"}
 
 
 @dataclass(frozen=True)
@@ -134,6 +195,8 @@ class Op:
     #   a function (attrs, in_shapes, out_shape, B) -> the attrs for batched operands, or a list
     #   of (op, args, attrs) steps whose args are operand positions or ("step", k); None: none
     dtypes: tuple[str, ...] = DTYPES
+    variadic: bool = False           # arity is then the least number of args ("1 or more")
+    internal: bool = False           # a rule's helper (a transpose): not in OPS, not public
     attr_names: frozenset = field(init=False, repr=False)
 
     def __post_init__(self):
@@ -165,11 +228,18 @@ class Op:
             except TypeError:
                 raise BadAttribute(f"attribute {a.name!r} must be {_EXPECTS[a.kind]}",
                                    path=(a.name,)) from None
+            except BadAttribute as e:  # a kind that names the entry within the attribute
+                raise BadAttribute(f"attribute {a.name!r}: {e.detail}",
+                                   path=(a.name, *e.path)) from None
         return out
 
+    @property
+    def arity_text(self) -> str:
+        return f"{self.arity} or more" if self.variadic else str(self.arity)
+
     def check_arity(self, n: int) -> None:
-        if n != self.arity:
-            raise ArityError(f"{self.name} takes {self.arity} argument(s), got {n}")
+        if n < self.arity if self.variadic else n != self.arity:
+            raise ArityError(f"{self.name} takes {self.arity_text} argument(s), got {n}")
 
     def infer(self, shapes: Sequence[tuple], attrs: dict) -> tuple[dict, tuple]:
         """Checked attrs bound against the operands' shapes, and the output's shape; raises
@@ -184,8 +254,21 @@ class Op:
         return partial(self.forward, **attrs) if attrs else self.forward
 
     def split_call(self, args: tuple, attrs: dict) -> tuple[tuple, dict]:
-        """Call arguments to (operands, attrs): x.sum(0, True) is sum(x, axis=0, keepdims=True)."""
-        operands, extra = args[: self.arity], args[self.arity:]
+        """Call arguments to (operands, attrs): x.sum(0, True) is sum(x, axis=0, keepdims=True).
+        A variadic op takes its operands as a list or one by one, after any leading string
+        attributes, as NumPy: concat([a, b], 1), concat(a, b, axis=1), einsum("ij->i", a)."""
+        if self.variadic:
+            texts = 0
+            while texts < len(args) and isinstance(args[texts], str):
+                texts += 1
+            rest = args[texts:]
+            if rest and isinstance(rest[0], (list, tuple)):
+                operands, rest = tuple(rest[0]), rest[1:]
+            else:
+                operands, rest = rest, ()
+            extra = args[:texts] + rest
+        else:
+            operands, extra = args[: self.arity], args[self.arity:]
         if len(extra) > len(self.attrs):
             raise TypeError(f"{self.name}() takes {self.arity} operand(s) and attributes "
                             f"{[a.name for a in self.attrs]}, got {len(args)} positional arguments")
@@ -201,6 +284,7 @@ class Op:
         return {
             "name": self.name,
             "arity": self.arity,
+            "variadic": self.variadic,
             "numbers": list(self.numbers),
             "attrs": {a.name: a.schema() for a in self.attrs},
             "required_attrs": [a.name for a in self.attrs if a.required],
@@ -212,6 +296,7 @@ class Op:
 
 
 OPS: dict[str, Op] = {}
+INTERNAL: dict[str, Op] = {}  # ops only rules build: no request, no /v1/ops, no SDK
 
 # Python operators and the dunder methods that build an op with them (Tensor, client builder).
 PYTHON_OPERATORS = {
@@ -222,14 +307,18 @@ PYTHON_OPERATORS = {
     "/": ("__truediv__", "__rtruediv__"),
     "**": ("__pow__", None),      # x ** number: the exponent is an attribute
     "-x": ("__neg__", None),
+    ">": ("__gt__", None),        # 1 < x is x > 1: Python reflects comparisons itself
+    "<": ("__lt__", None),
+    "[]": ("__getitem__", None),  # x[1:, None, ...]: the index is an attribute
 }
 
 
 def defop(name: str, arity: int, forward, grad, shape, doc: str, grad_doc: str, **kw) -> Op:
     """Register one op. The registry is filled at import and read-only after."""
-    if name in OPS:
+    if name in OPS or name in INTERNAL:
         raise ValueError(f"op {name!r} defined twice")
-    OPS[name] = op = Op(name, arity, forward, grad, shape, doc, grad_doc, **kw)
+    op = Op(name, arity, forward, grad, shape, doc, grad_doc, **kw)
+    (INTERNAL if op.internal else OPS)[name] = op
     return op
 
 
@@ -275,6 +364,14 @@ def _operators(op: Op, apply: Callable, operand: Callable) -> dict[str, Callable
         def power(self, exponent):
             return apply(op, self, exponent=exponent) if is_number(exponent) else NotImplemented
         return {forward: power}
+    if op.operator == "[]":
+        def index(self, key):
+            if isinstance(key, list) or (isinstance(key, tuple) and
+                                         any(isinstance(k, (list, tuple)) for k in key)):
+                raise TypeError("only basic indexing (ints, slices, None, ...); "
+                                "take() picks a list of indices")
+            return apply(op, self, index=key if isinstance(key, tuple) else (key,))
+        return {forward: index}
     if op.arity == 1:
         return {forward: lambda self: apply(op, self)}
 
@@ -284,4 +381,4 @@ def _operators(op: Op, apply: Callable, operand: Callable) -> dict[str, Callable
     def ref(self, other):
         return apply(op, other, self) if operand(op, 0, other) else NotImplemented
 
-    return {forward: fwd, reflected: ref}
+    return {forward: fwd, reflected: ref} if reflected else {forward: fwd}

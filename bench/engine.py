@@ -19,6 +19,10 @@ Sections (issue 2's benchmark, issue 7's targets 1, 2 and 5):
   6. per-example gradients (vmap, issue 15) of the MLP over B = 256 rows
      against the ordinary mean-loss gradient over the same rows, and
      torch.func.vmap(grad) when torch is importable.
+  7. the ops of PROTOCOL §2.1 (issue 11): per-node cost of chains of each new
+     elementwise op against v1's, einsum against numpy.einsum with the same
+     path on the MLP's contraction, logsumexp and log_softmax against a
+     hand-written stable NumPy version on 4M float32 elements.
 Sections 2 and 3 run in fresh subprocesses, once with glibc's default malloc
 and once with its thresholds raised, since page faults can dominate there.
 
@@ -643,6 +647,124 @@ def bench_vmap(timer: Timer, use_torch: bool) -> list[str]:
     torch_name = "torch.func: vmap(grad), per example"
     if torch_name in t:
         out.append(f"  ours / torch.func's: {ours / t[torch_name]['median']:.2f}")
+
+
+# ---- 7. the ops of PROTOCOL §2.1 ------------------------------------------------------
+
+V1_ELEMENTWISE = {"exp": [], "sin": [], "tanh": [], "sigmoid": [], "relu": [], "mul": [1.001]}
+NEW_ELEMENTWISE = {"square": [], "log1p": [], "expm1": [], "softplus": [], "log_sigmoid": [],
+                   "div": [1.001], "maximum": [0.1], "minimum": [0.9], "greater": [0.0],
+                   "clip": [], "where": None}
+
+
+def op_chain(op: str, literals, n: int) -> list[dict]:
+    """n nodes of one op, each reading the one before (and number literals)."""
+    nodes, prev = [], "x"
+    for k in range(n):
+        args = ["c", prev, 0.5] if op == "where" else [prev, *literals]
+        node = {"id": f"n{k}", "op": op, "args": args}
+        if op == "clip":
+            node["attrs"] = {"min": -0.5, "max": 0.5}
+        nodes.append(node)
+        prev = f"n{k}"
+    return nodes
+
+
+def bench_op_chains(timer: Timer, n: int) -> list[str]:
+    x0 = np.linspace(-0.9, 0.9, 8, dtype=np.float32)
+    seed = np.ones(8, np.float32)
+    cases = {}
+    for op, literals in {**V1_ELEMENTWISE, **NEW_ELEMENTWISE}.items():
+        nodes = op_chain(op, literals, n)
+        grad = {"of": nodes[-1]["id"], "wrt": ["x"]}
+        # where's cond is an input without a gradient, as it usually is
+        planned = autograd.plan(nodes, {"x": Leaf((8,), True), "c": Leaf((8,))},
+                                outputs=[grad["of"]], grad=grad, seed_shape=(8,))
+        cases[op] = (lambda p: lambda: p.run({"x": x0, "c": x0 > 0}, seed))(planned)
+    t = timer.compare({name: timer.local(fn) for name, fn in cases.items()})
+    per = {op: r["median"] / n * 1e6 for op, r in t.items()}
+    v1 = [per[op] for op in V1_ELEMENTWISE]
+    rows = [(op, "v1" if op in V1_ELEMENTWISE else "v1.1", f"{per[op]:.2f}",
+             pct(t[op]["spread"]), f"{per[op] / statistics.mean(v1):.2f}") for op in per]
+    new = [per[op] for op in NEW_ELEMENTWISE]
+    return [f"(7a) per-node cost of one op: forward+backward through a chain of {n} nodes of "
+            "it on shape (8,), float32, plan once then plan.run",
+            table(("op", "set", "µs/node", "spread", "x v1 mean"), rows, (20, 6, 10, 9, 11)),
+            verdict("v1.1 elementwise mean vs v1's mean per node (issue 11)",
+                    statistics.mean(new) / statistics.mean(v1), "<=", 1.0),
+            verdict("slowest v1.1 elementwise op vs slowest v1 op per node (issue 11)",
+                    max(new) / max(v1), "<=", 1.0)]
+
+
+def einsum_cases() -> dict[str, Callable[[], object]]:
+    """x @ W1 of the MLP as einsum: forward and both gradients."""
+    arrays = mlp_arrays()
+    x, w = arrays["x"], arrays["W1"]
+    g = np.ones((64, 256), np.float32)
+    path = ["einsum_path", (0, 1)]
+
+    def numpy_einsum():
+        y = np.einsum("ij,jk->ik", x, w, optimize=path)
+        return y, np.einsum("ik,jk->ij", g, w, optimize=path), np.einsum(
+            "ik,ij->jk", g, x, optimize=path)
+
+    nodes = [{"id": "y", "op": "einsum", "args": ["x", "w"], "attrs": {"equation": "ij,jk->ik"}}]
+    planned = autograd.plan(nodes, {"x": Leaf(x.shape, True), "w": Leaf(w.shape, True)},
+                            outputs=["y"], grad={"of": "y", "wrt": ["x", "w"]},
+                            seed_shape=g.shape)
+    y, gx, gw = numpy_einsum()
+    got = planned.run({"x": x, "w": w}, g)
+    check("einsum's value", got.outputs["y"], y, 1e-5, 1e-5)
+    check("einsum's gradient of x", got.gradients["x"], gx, 1e-5, 1e-5)
+    check("einsum's gradient of W1", got.gradients["w"], gw, 1e-5, 1e-4)
+    return {"numpy.einsum, same path (baseline)": numpy_einsum,
+            "plan once, then plan.run": lambda: planned.run({"x": x, "w": w}, g)}
+
+
+def normaliser_cases(op: str) -> dict[str, Callable[[], object]]:
+    """logsumexp or log_softmax along the last axis of 4M float32, value and gradient."""
+    x = big_input().reshape(4096, 1024) * np.float32(30)
+    shape = (4096,) if op == "logsumexp" else x.shape
+    g = np.ones(shape, np.float32)
+
+    def numpy_stable():
+        m = x.max(axis=-1, keepdims=True)
+        s = x - m
+        e = np.exp(s)
+        total = e.sum(axis=-1, keepdims=True)
+        if op == "logsumexp":
+            return (np.log(total) + m)[:, 0], e / total
+        y = s - np.log(total)
+        return y, g - np.exp(y) * g.sum(axis=-1, keepdims=True)
+
+    nodes = [{"id": "y", "op": op, "args": ["x"], "attrs": {"axis": -1}}]
+    planned = autograd.plan(nodes, {"x": Leaf(x.shape, True)}, outputs=["y"],
+                            grad={"of": "y", "wrt": ["x"]}, seed_shape=shape)
+    y, gx = numpy_stable()
+    got = planned.run({"x": x}, g)
+    check(f"{op}'s value", got.outputs["y"], y, 1e-5, 1e-4)
+    check(f"{op}'s gradient", got.gradients["x"], gx, 1e-4, 1e-5)
+    return {"hand-written stable NumPy (baseline)": numpy_stable,
+            "plan once, then plan.run": lambda: planned.run({"x": x}, g)}
+
+
+def bench_v11_kernels(timer: Timer) -> list[str]:
+    out = []
+    for title, cases, limit in (
+            ("(7b) einsum \"ij,jk->ik\", x 64x784 and W1 784x256 of the MLP, value and both "
+             "gradients, float32", einsum_cases(), 1.2),
+            ("(7c) logsumexp along the last axis of 4096x1024 float32, value and gradient",
+             normaliser_cases("logsumexp"), 1.3),
+            ("(7d) log_softmax along the last axis of 4096x1024 float32, value and gradient",
+             normaliser_cases("log_softmax"), 1.3)):
+        t = timer.compare({name: timer.local(fn) for name, fn in cases.items()})
+        base = next(iter(t.values()))["median"]
+        out += [title, table(("case", "ms", "spread", "x NumPy"),
+                             [(name, f"{r['median'] * 1e3:.3f}", pct(r["spread"]),
+                               f"{r['median'] / base:.2f}") for name, r in t.items()],
+                             (40, 10, 9, 10)),
+                verdict(f"{title.split(' ')[1]} plan.run vs the NumPy baseline (issue 11)",
+                        t["plan once, then plan.run"]["median"] / base, "<=", limit)]
     return out
 
 
@@ -663,9 +785,9 @@ def header(args) -> list[str]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="fewer, shorter repeats (~20 s)")
-    ap.add_argument("--only", default="chain,mlp,elementwise,memory,derivatives,vmap",
+    ap.add_argument("--only", default="chain,mlp,elementwise,memory,derivatives,vmap,ops",
                     help="comma-separated sections: chain, mlp, elementwise, memory, "
-                         "derivatives, vmap")
+                         "derivatives, vmap, ops")
     ap.add_argument("--nodes", type=int, default=1000, help="length of the chain in (1)")
     ap.add_argument("--no-torch", dest="torch", action="store_false",
                     help="leave PyTorch out even when importable")
@@ -684,7 +806,7 @@ def main() -> None:
     timer = Timer(args.repeats, args.budget, args.clock)
 
     only = args.only.split(",")
-    unknown = set(only) - {"chain", "memory", "derivatives", "vmap", *SECTIONS}
+    unknown = set(only) - {"chain", "memory", "derivatives", "vmap", "ops", *SECTIONS}
     if unknown:
         ap.error(f"unknown sections {sorted(unknown)}")
     t0 = time.monotonic()
@@ -703,6 +825,9 @@ def main() -> None:
         print("\n" + "\n".join(bench_derivatives(timer, args.torch)), flush=True)
     if "vmap" in only:
         print("\n" + "\n".join(bench_vmap(timer, args.torch)), flush=True)
+    if "ops" in only:
+        print("\n" + "\n".join(bench_op_chains(timer, args.nodes)), flush=True)
+        print("\n" + "\n".join(bench_v11_kernels(timer)), flush=True)
     flags = ["--quick" if args.quick else "",
              f"--only {args.only}" if args.only != ap.get_default("only") else "",
              "--clock wall" if args.clock == "wall" else "",

@@ -20,7 +20,7 @@ from .errors import CODES
 def ops_table() -> str:
     rows = ["| op | args | attributes | forward | gradient |", "| --- | --- | --- | --- | --- |"]
     for op in OPS.values():
-        args = str(op.arity)
+        args = op.arity_text
         if op.numbers:
             args += "; a number may stand for " + (
                 "either" if len(op.numbers) == 2 else f"arg {op.numbers[0]}")

@@ -295,7 +295,8 @@ class Info(BaseModel):
 
 class OpInfo(BaseModel):
     name: str
-    arity: int
+    arity: int = Field(description="the number of args; with variadic, the least number")
+    variadic: bool = Field(description="true when the op takes `arity` args or more")
     numbers: list[int] = Field(description="arg positions that may be number literals")
     attrs: dict[str, dict[str, Any]] = Field(description="JSON Schema of each attribute")
     required_attrs: list[str]

@@ -140,6 +140,145 @@ def pairs(draw, kink: bool = False):
     return (draw(arrays(shape)), target), {}
 
 
+# grids a quarter apart: x from one, y from the other never tie (ties have their own tests)
+ODD = st.sampled_from([k / 4 + 0.125 for k in range(-8, 8)])
+EVEN = st.sampled_from([k / 4 for k in range(-8, 9)])
+
+
+@st.composite
+def untied(draw):
+    """Two broadcasting arrays that never tie: maximum, minimum and comparisons."""
+    a, b = draw(hnp.mutually_broadcastable_shapes(num_shapes=2, min_dims=0, max_dims=3,
+                                                   max_side=4)).input_shapes
+    x, y = draw(arrays(a, ODD)), draw(arrays(b, EVEN))
+    return ((x, y) if draw(st.booleans()) else (y, x)), {}
+
+
+@st.composite
+def wheres(draw):
+    """cond, x and y, all three broadcasting. cond is never 0 here: the derivative tests
+    move every operand along a tangent, and any move of a 0 flips the choice. Zeros in
+    cond, where y is picked, have their own tests (test_ops_edges.py)."""
+    c, a, b = draw(hnp.mutually_broadcastable_shapes(num_shapes=3, min_dims=0, max_dims=3,
+                                                      max_side=3)).input_shapes
+    cond = draw(arrays(c, st.sampled_from([1.0, -2.0, 0.5])))
+    return (cond, draw(arrays(a)), draw(arrays(b))), {}
+
+
+@st.composite
+def clips(draw):
+    x = draw(arrays(draw(shapes()), ODD))   # never within 1/8 of a bound
+    lo, hi = draw(st.sampled_from([None, -1.0, 0.0])), draw(st.sampled_from([None, 0.5, 1.5]))
+    attrs = {k: v for k, v in (("min", lo), ("max", hi)) if v is not None or draw(st.booleans())}
+    return (x,), attrs
+
+
+@st.composite
+def extremes(draw):
+    """A reduction's arguments over distinct values (no ties: they have their own test)."""
+    shape = draw(shapes())
+    n = int(np.prod(shape))
+    x = (np.array(draw(st.permutations(range(n))), dtype=np.float64) * 0.25 - 1).reshape(shape)
+    options = [st.none()]
+    if x.ndim:
+        options += [st.integers(-x.ndim, x.ndim - 1), axis_lists(x.ndim)]
+    return (x,), {"axis": draw(st.one_of(options)), "keepdims": draw(st.booleans())}
+
+
+@st.composite
+def cross_entropies(draw):
+    shape = draw(shapes(min_dims=1))
+    logits, target = draw(arrays(shape, floats(-3, 3))), draw(arrays(shape, floats(0, 1)))
+    return (logits, target), {"axis": draw(st.integers(-len(shape), len(shape) - 1))}
+
+
+@st.composite
+def logit_pairs(draw):
+    shape = draw(shapes())
+    return (draw(arrays(shape, floats(-4, 4))), draw(arrays(shape, floats(0, 1)))), {}
+
+
+@st.composite
+def joins(draw, stack: bool = False):
+    """1 to 3 operands that concatenate (or stack) along a random axis."""
+    shape = draw(shapes(min_dims=0 if stack else 1))
+    n = draw(st.integers(1, 3))
+    ndim = len(shape) + stack
+    axis = draw(st.integers(-ndim, ndim - 1))
+    if stack:
+        return tuple(draw(arrays(shape)) for _ in range(n)), {"axis": axis}
+    sides = [draw(st.integers(1, 3)) for _ in range(n)]
+    parts = [shape[: axis % ndim] + (d,) + shape[axis % ndim + 1:] for d in sides]
+    return tuple(draw(arrays(s)) for s in parts), {"axis": axis}
+
+
+@st.composite
+def indexes(draw):
+    """A NumPy basic index in its JSON form: ints (negative too), slices with any step, new
+    axes and "..."."""
+    x = draw(arrays(draw(shapes())))
+    index = []
+    ellipsis_at = draw(st.integers(0, x.ndim + 1))
+    for axis in range(x.ndim + 1):
+        if axis == ellipsis_at:
+            index.append("...")
+            break
+        if draw(st.integers(0, 4)) == 0:
+            index.append(None)
+        if axis == x.ndim:
+            break
+        d = x.shape[axis]
+        if draw(st.booleans()):
+            index.append(draw(st.integers(-d, d - 1)))
+        else:
+            bound = st.one_of(st.none(), st.integers(-d - 2, d + 2))
+            index.append({"start": draw(bound), "stop": draw(bound),
+                          "step": draw(st.sampled_from([None, 1, 2, -1, -2, 3]))})
+    return (x,), {"index": index}
+
+
+def numpy_key(index):
+    return tuple(slice(e["start"], e["stop"], e["step"]) if isinstance(e, dict) else
+                 Ellipsis if e == "..." else e for e in index)
+
+
+@st.composite
+def takes(draw):
+    x = draw(arrays(draw(shapes(min_dims=1))))
+    axis = draw(st.integers(-x.ndim, x.ndim - 1))
+    d = x.shape[axis]
+    return (x,), {"indices": draw(st.lists(st.integers(-d, d - 1), max_size=5)), "axis": axis}
+
+
+@st.composite
+def expand_dimses(draw):
+    x = draw(arrays(draw(shapes())))
+    return (x,), {"axis": draw(st.integers(-x.ndim - 1, x.ndim))}
+
+
+@st.composite
+def squeezes(draw):
+    shape = draw(st.lists(st.sampled_from([1, 1, 2, 3]), max_size=4))
+    x = draw(arrays(tuple(shape)))
+    ones = [i for i, d in enumerate(shape) if d == 1]
+    if not ones or draw(st.booleans()):
+        return (x,), draw(st.sampled_from([{}, {"axis": None}]))
+    axes = draw(st.lists(st.sampled_from(ones), min_size=1, unique=True))
+    return (x,), {"axis": axes[0] - len(shape) if len(axes) == 1 else axes}
+
+
+EINSUMS = ["ij,jk->ik", "ij->i", "ij->ji", "i,i->", "bij,bjk->bik", "ij,j->i", "i,j->ij",
+           "ijk->kj", "ij,jk,kl->il", "ij->", "i->i", "ab,cb->ca"]
+
+
+@st.composite
+def einsums(draw):
+    eq = draw(st.sampled_from(EINSUMS))
+    sizes = {c: draw(st.integers(1, 3)) for c in sorted(set(eq) - set(",->"))}
+    terms = eq.split("->")[0].split(",")
+    return tuple(draw(arrays(tuple(sizes[c] for c in t))) for t in terms), {"equation": eq}
+
+
 # ---- NumPy references, written out in float64 -------------------------------------------
 
 def _axis(axis):
@@ -161,6 +300,20 @@ def _softmax(x, axis=-1):
         return np.ones(())
     e = np.exp(x)
     return e / np.sum(e, axis=axis, keepdims=True)
+
+
+def _logsumexp(x, axis=None, keepdims=False):
+    m = np.max(x, axis=axis, keepdims=True)
+    out = np.log(np.sum(np.exp(x - m), axis=axis, keepdims=True)) + m
+    return out if keepdims else np.squeeze(out, axis=axis)
+
+
+def _log_softmax(x, axis=-1):
+    return np.zeros(()) if x.ndim == 0 else x - _logsumexp(x, axis, keepdims=True)
+
+
+def _cross_entropy(x, t, axis=-1):
+    return -np.sum(t * _log_softmax(x, axis)) / (x.size / x.shape[axis])
 
 
 @dataclass(frozen=True)
@@ -197,6 +350,37 @@ CASES: dict[str, Case] = {
     "softmax": Case(softmaxes(), _softmax),
     "mse_loss": Case(pairs(), lambda p, t: np.sum((p - t) ** 2) / p.size),
     "mae_loss": Case(pairs(kink=True), lambda p, t: np.sum(np.abs(p - t)) / p.size),
+    # v1.1 (PROTOCOL.md §2.1)
+    "maximum": Case(untied(), lambda x, y: np.where(x > y, x, y + 0 * x)),
+    "minimum": Case(untied(), lambda x, y: np.where(x < y, x, y + 0 * x)),
+    "greater": Case(untied(), lambda x, y: (x > y) * 1.0),
+    "less": Case(untied(), lambda x, y: (x < y) * 1.0),
+    "where": Case(wheres(), lambda c, x, y: np.where(c != 0, x, y)),
+    "clip": Case(clips(), lambda x, min=None, max=None: np.clip(  # noqa: A002
+        x, -np.inf if min is None else min, np.inf if max is None else max)),
+    "square": Case(unary(), lambda x: x * x),
+    "log1p": Case(unary(floats(-0.8, 3)), lambda x: np.log(1 + x)),
+    "expm1": Case(unary(floats(-3, 3)), lambda x: np.exp(x) - 1),
+    "softplus": Case(unary(floats(-6, 6)), lambda x: np.log(1 + np.exp(x))),
+    "log_sigmoid": Case(unary(floats(-6, 6)), lambda x: -np.log(1 + np.exp(-x))),
+    "max": Case(extremes(), lambda x, axis, keepdims:
+                np.max(x, axis=_axis(axis), keepdims=keepdims)),
+    "min": Case(extremes(), lambda x, axis, keepdims:
+                np.min(x, axis=_axis(axis), keepdims=keepdims)),
+    "logsumexp": Case(reductions(), lambda x, axis, keepdims:
+                      _logsumexp(x, _axis(axis), keepdims)),
+    "log_softmax": Case(softmaxes(), _log_softmax),
+    "cross_entropy": Case(cross_entropies(), _cross_entropy),
+    "binary_cross_entropy_with_logits": Case(
+        logit_pairs(), lambda x, t: np.sum(np.log(1 + np.exp(x)) - x * t) / x.size),
+    "concat": Case(joins(), lambda *xs, axis: np.concatenate(xs, axis)),
+    "stack": Case(joins(stack=True), lambda *xs, axis: np.stack(xs, axis)),
+    "getitem": Case(indexes(), lambda x, index: x[numpy_key(index)]),
+    "take": Case(takes(), lambda x, indices, axis: np.take(x, np.array(indices, int), axis)),
+    "expand_dims": Case(expand_dimses(), lambda x, axis: np.expand_dims(x, axis)),
+    "squeeze": Case(squeezes(), lambda x, axis=None: np.squeeze(
+        x, tuple(axis) if isinstance(axis, list) else axis)),
+    "einsum": Case(einsums(), lambda *xs, equation: np.einsum(equation, *xs)),
 }
 
 

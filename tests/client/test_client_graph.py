@@ -76,6 +76,27 @@ OPERATORS = [
     (lambda x, y: ops.mse_loss(x, y), "mse_loss", ["x", "y"], None, ()),
     (lambda x, y: ops.sum(x, axis=1, keepdims=False), "sum", ["x"],
      {"axis": 1, "keepdims": False}, (2,)),
+    # v1.1 (PROTOCOL.md §2.1): Python's operators and index syntax, functions for the rest
+    (lambda x, y: x / y, "div", ["x", "y"], None, (2, 3)),
+    (lambda x, y: 2 / x, "div", [2, "x"], None, (2, 3)),
+    (lambda x, y: x > 0.5, "greater", ["x", 0.5], None, (2, 3)),
+    (lambda x, y: 1 < x, "greater", ["x", 1], None, (2, 3)),  # noqa: SIM300 (reflected)
+    (lambda x, y: x < y, "less", ["x", "y"], None, (2, 3)),
+    (lambda x, y: x[1], "getitem", ["x"], {"index": [1]}, (3,)),
+    (lambda x, y: x[::-1, None, ...], "getitem", ["x"], {"index": [
+        {"start": None, "stop": None, "step": -1}, None, "..."]}, (2, 1, 3)),
+    (lambda x, y: x[..., -1], "getitem", ["x"], {"index": ["...", -1]}, (2,)),
+    (lambda x, y: ops.concat([x, y], axis=1), "concat", ["x", "y"], {"axis": 1}, (2, 6)),
+    (lambda x, y: x.concat(y), "concat", ["x", "y"], None, (4, 3)),
+    (lambda x, y: ops.stack([x, y, x], -1), "stack", ["x", "y", "x"], {"axis": -1}, (2, 3, 3)),
+    (lambda x, y: ops.where(x, y, 0), "where", ["x", "y", 0], None, (2, 3)),
+    (lambda x, y: ops.einsum("ij,kj->ik", x, y), "einsum", ["x", "y"],
+     {"equation": "ij,kj->ik"}, (2, 2)),
+    (lambda x, y: ops.take(x, [0, 0, 2], axis=1), "take", ["x"],
+     {"indices": [0, 0, 2], "axis": 1}, (2, 3)),
+    (lambda x, y: ops.clip(x, min=0), "clip", ["x"], {"min": 0}, (2, 3)),
+    (lambda x, y: ops.cross_entropy(x, y), "cross_entropy", ["x", "y"], None, ()),
+    (lambda x, y: x.max(axis=0), "max", ["x"], {"axis": 0}, (3,)),
 ]
 
 
@@ -151,6 +172,8 @@ def test_nodes_of_two_graphs_do_not_mix(xy):
     lambda x: x + "1",
     lambda x: np.ones((2, 3)) + x,      # arrays are inputs: name them
     lambda x: ops.exp(1.0),
+    lambda x: x[[0, 1]],                # advanced indexing: take() instead
+    lambda x: ops.concat([x, 1.0]),
 ])
 def test_what_the_builder_refuses_with_a_type_error(xy, expr):
     with pytest.raises(TypeError):
@@ -166,6 +189,11 @@ def test_what_the_builder_refuses_with_a_type_error(xy, expr):
     (lambda x, y: x.softmax(axis=1.5), "bad_attribute"),
     (lambda x, y: x.sum(colour=1), "bad_attribute"),
     (lambda x, y: ops.add(x), "wrong_arity"),
+    (lambda x, y: x[2], "bad_attribute"),
+    (lambda x, y: x[0, 0, 0], "bad_attribute"),
+    (lambda x, y: ops.concat([]), "wrong_arity"),
+    (lambda x, y: ops.einsum("ij->k", x), "bad_attribute"),
+    (lambda x, y: ops.take(x, [3], axis=0), "bad_attribute"),
 ])
 def test_a_mistake_raises_where_it_is_written_with_the_servers_code(xy, expr, code):
     with pytest.raises(E.ValidationError) as err:

@@ -8,7 +8,7 @@ import pytest
 
 import client.errors as E
 from autograd import OPS, Limits
-from client import Client, Graph
+from client import Client, Graph, ops
 from client.codec import BINARY_OVER
 
 X = np.array([[1.0, 2.0], [3.0, 4.0]])
@@ -109,6 +109,32 @@ CALLS = {
     "softmax": lambda a, b: a.softmax(axis=0),
     "mse_loss": lambda a, b: a.mse_loss(b),
     "mae_loss": lambda a, b: a.mae_loss(b),
+    # v1.1 (PROTOCOL.md §2.1)
+    "maximum": lambda a, b: ops.maximum(a, b),
+    "minimum": lambda a, b: ops.minimum(a, 0.25),
+    "greater": lambda a, b: (a > b) * a,
+    "less": lambda a, b: (a < 0.5) * a,
+    "where": lambda a, b: ops.where(a > b, a, b * 2),
+    "clip": lambda a, b: a.clip(-0.5, 0.5),
+    "square": lambda a, b: a.tanh().square(),
+    "log1p": lambda a, b: (a * a).log1p(),
+    "expm1": lambda a, b: a.tanh().expm1(),
+    "softplus": lambda a, b: a.softplus(),
+    "log_sigmoid": lambda a, b: a.log_sigmoid(),
+    "max": lambda a, b: a.max(axis=0),
+    "min": lambda a, b: a.min(axis=-1, keepdims=True),
+    "logsumexp": lambda a, b: a.logsumexp(axis=-1),
+    "log_softmax": lambda a, b: a.log_softmax(axis=0),
+    "cross_entropy": lambda a, b: ops.cross_entropy(a, b.softmax()),
+    "binary_cross_entropy_with_logits": lambda a, b: ops.binary_cross_entropy_with_logits(
+        a, b.sigmoid()),
+    "concat": lambda a, b: ops.concat([a, b], axis=-1),
+    "stack": lambda a, b: ops.stack([a, b], axis=1),
+    "getitem": lambda a, b: a[1:, ::-1],
+    "take": lambda a, b: ops.take(a, [0, 0, -1]),
+    "expand_dims": lambda a, b: a.expand_dims(0),
+    "squeeze": lambda a, b: a.expand_dims(-1).squeeze(-1),
+    "einsum": lambda a, b: ops.einsum("ij,kj->ik", a, b),
 }
 CLOSE = {"float32": {"rtol": 1e-5, "atol": 1e-6}, "float64": {"rtol": 1e-12, "atol": 1e-12}}
 
@@ -175,7 +201,7 @@ def test_local_and_remote_agree_on_every_op(remote, dtype):
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 def test_local_and_remote_agree_on_random_graphs(remote, dtype):
-    used, requests = zip(*random_chains(np.random.default_rng(3), 30), strict=True)
+    used, requests = zip(*random_chains(np.random.default_rng(3), 60), strict=True)
     assert set().union(*used) == set(OPS), "the random graphs must cover every op"
     requests = [{**r, "dtype": dtype} for r in requests]
     assert_agree(Client.local().evaluate_many(requests),

@@ -78,6 +78,64 @@ def test_an_example_reports_a_refusal_and_fails(server, name):
     assert "not_found" in done.stdout + done.stderr
 
 
+# ---- training examples: the §2.1 losses from the SDK and from Node ----------------------
+
+def _softmax_classifier():
+    """examples/python/softmax_classifier.py's loop in NumPy."""
+    rng = np.random.default_rng(0)
+    labels = np.repeat(np.arange(3), 20)
+    x = np.array([[2.0, 0.0], [-1.0, 2.0], [-1.0, -2.0]])[labels] + rng.normal(
+        scale=0.7, size=(60, 2))
+    t = np.eye(3)[labels]
+    w, b, losses = np.zeros((2, 3)), np.zeros(3), []
+    for i in range(41):
+        z = x @ w + b
+        e = np.exp(z - z.max(axis=1, keepdims=True))
+        p = e / e.sum(axis=1, keepdims=True)
+        losses.append(-np.sum(t * np.log(p)) / 60)
+        if i < 40:
+            d = (p - t) / 60
+            w, b = w - 0.5 * x.T @ d, b - 0.5 * d.sum(axis=0)
+    return {"loss_start": losses[0], "loss_end": losses[-1], "W": w, "b": b,
+            "accuracy": np.mean(z.argmax(axis=1) == labels)}
+
+
+def _logistic_regression():
+    """examples/node/logistic_regression.mjs's loop in NumPy."""
+    x = np.array([[i, j] for i in range(-3, 4) for j in range(-3, 4)], dtype=float)
+    t = (x[:, :1] + 2 * x[:, 1:] > 1).astype(float)
+    w, b, losses = np.zeros((2, 1)), np.zeros(1), []
+    for i in range(61):
+        z = x @ w + b
+        losses.append(np.mean(np.logaddexp(0, z) - z * t))
+        if i < 60:
+            d = (1 / (1 + np.exp(-z)) - t) / z.size
+            w, b = w - x.T @ d, b - d.sum(axis=0)
+    return {"loss_start": losses[0], "loss_end": losses[-1], "w": w, "b": b,
+            "accuracy": np.mean((z > 0) == (t > 0))}
+
+
+TRAINING = {
+    "python softmax classifier": ([sys.executable, "examples/python/softmax_classifier.py"],
+                                  _softmax_classifier),
+    "node logistic regression": (["node", "examples/node/logistic_regression.mjs"],
+                                 _logistic_regression),
+}
+
+
+@pytest.mark.parametrize("name", sorted(TRAINING))
+def test_a_training_example_learns_what_numpy_learns(server, name):
+    argv, reference_loop = TRAINING[name]
+    done = run(argv, server.url)
+    assert done.returncode == 0, done.stderr
+    printed, ref = from_lines(done.stdout), reference_loop()
+    assert sorted(printed) == sorted(ref)
+    assert printed["loss_end"] < 0.5 * printed["loss_start"]
+    assert printed["accuracy"] >= 0.9
+    for key in printed:
+        np.testing.assert_allclose(printed[key], ref[key], rtol=1e-6, atol=1e-9, err_msg=key)
+
+
 def test_the_readme_one_line_expr_curl_gives_the_protocol_numbers(server):
     readme = (ROOT / "README.md").read_text()
     line = next(x for x in readme.splitlines() if x.startswith("curl ") and '"expr"' in x)

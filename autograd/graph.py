@@ -117,8 +117,14 @@ class Plan:
     def __init__(self, nodes: Sequence[Mapping], inputs: Mapping[str, Leaf], *, outputs=None,
                  grad: Mapping | None = None, seed_shape=None, jvp: Mapping | None = None,
                  hvp: Mapping | None = None, jacobian: Mapping | None = None,
-                 dtype="float32", limits: Limits | None = None):
+                 dtype="float32", limits: Limits | None = None, vmapped: int | None = None,
+                 targets: set | None = None):
+        """`vmapped` and `targets` are vmap's (autograd.vmap): every tensor carries a batch
+        axis of that size in front, and `targets` are nodes that may be differentiated with
+        respect to as inputs are."""
         limits = limits or Limits()
+        self.vmapped = vmapped
+        self._nodes = nodes
         self.dtype = dt = as_dtype(dtype)
         limits.check_nodes(len(nodes))
         self.inputs = dict(inputs)
@@ -132,6 +138,7 @@ class Plan:
         steps, pending = self._parse(nodes)
         by_id = {s.id: s for s in steps}
         known = self.inputs.keys() | by_id.keys()  # not the constants' "#i.j": no client id
+        self.targets = self.inputs.keys() | (targets or set())
         if pending:  # some arg names an id not defined before it: out of order, or unknown
             for i, j, a in pending:
                 where = f"node {steps[i].id!r} ({steps[i].op.name})"
@@ -168,6 +175,17 @@ class Plan:
         self._filled = [*(self.tensors[name] for name in self.inputs),
                         *(s.tensor for s in self.steps)]
         self._lock = threading.Lock()
+
+    def shape_of(self, name: str) -> Shape:
+        return self.tensors[name].shape
+
+    def returned(self) -> dict:
+        """The shape of every tensor a run returns, by response member."""
+        return specs.returned(self)
+
+    def node_attrs(self, step: Step) -> dict:
+        """A node's attributes as the request gave them."""
+        return self._nodes[step.index].get("attrs") or {}
 
     @property
     def shapes(self) -> dict[str, Shape]:
@@ -465,27 +483,38 @@ class Plan:
     def _jacobians(self, deadline) -> dict[str, dict[str, np.ndarray]]:
         tensors, dt, spec = self.tensors, self.dtype, self.jacobian
         out: dict[str, dict[str, np.ndarray]] = {y: {} for y in spec.of}
+        b = () if self.vmapped is None else (self.vmapped,)  # vmap: per example, B in front
+        nb = len(b)
         if spec.mode == "reverse":  # one sweep of size(y) cotangents per output
             for y in spec.of:
                 ty = tensors[y]
-                eye = derivatives.identity(ty.shape, dt)
+                eye = _directions(ty.shape, b, dt)
                 grads = backprop(spec.paths[y], {ty: eye}, lead=eye.shape[:1],
                                  deadline=deadline)
                 for x in spec.wrt:
-                    shape = ty.shape + tensors[x].shape
-                    out[y][x] = _fresh(grads.get(tensors[x]), eye.shape[:1] + tensors[x].shape,
-                                       dt).reshape(shape)
+                    j = _fresh(grads.get(tensors[x]), eye.shape[:1] + tensors[x].shape, dt)
+                    out[y][x] = np.ascontiguousarray(np.moveaxis(j, 0, nb)).reshape(
+                        ty.shape + tensors[x].shape[nb:])
         else:  # one sweep of size(x) tangents per input
             steps = [s.tensor for s in self.steps]
             for x in spec.wrt:
                 tx = tensors[x]
-                eye = derivatives.identity(tx.shape, dt)
+                eye = _directions(tx.shape, b, dt)
                 swept = derivatives.forward_sweep(steps, {tx: eye}, eye.shape[:1], deadline)
                 for y in spec.of:
                     j = _fresh(swept.get(tensors[y]), eye.shape[:1] + tensors[y].shape, dt)
                     out[y][x] = np.ascontiguousarray(
-                        np.moveaxis(j, 0, -1)).reshape(tensors[y].shape + tx.shape)
+                        np.moveaxis(j, 0, -1)).reshape(tensors[y].shape + tx.shape[nb:])
         return out
+
+
+def _directions(shape, batch: tuple, dtype) -> np.ndarray:
+    """One direction per element of shape (the identity), (n, *shape); under vmap the same
+    directions for every example: (n, B, *example shape)."""
+    eye = derivatives.identity(shape[len(batch):], dtype)
+    if not batch:
+        return eye
+    return np.broadcast_to(eye[:, None], (eye.shape[0], *shape))
 
 
 def _fresh(g, shape, dtype) -> np.ndarray:
@@ -495,8 +524,12 @@ def _fresh(g, shape, dtype) -> np.ndarray:
     return np.array(np.broadcast_to(g, shape), dtype, order="C")
 
 
-def plan(nodes: Sequence[Mapping], inputs: Mapping[str, Leaf], **kw) -> Plan:
-    """Check, order, infer and cost a graph without allocating; see Plan."""
+def plan(nodes: Sequence[Mapping], inputs: Mapping[str, Leaf], *, vmap=None, **kw) -> Plan:
+    """Check, order, infer and cost a graph without allocating; see Plan. With `vmap` (input
+    ids that carry a leading batch axis), a VmapPlan (autograd.vmap)."""
+    if vmap is not None:
+        from .vmap import VmapPlan  # it builds on Plan
+        return VmapPlan(nodes, inputs, vmap, **kw)
     return Plan(nodes, inputs, **kw)
 
 
@@ -504,15 +537,16 @@ def evaluate(nodes: Sequence[Mapping], inputs: Mapping[str, np.ndarray], *, requ
              outputs=None, grad: Mapping | None = None, jvp: Mapping | None = None,
              hvp: Mapping | None = None, jacobian: Mapping | None = None, dtype="float32",
              limits: Limits | None = None, deadline: float | None = None,
-             anomaly: bool = False) -> Result:
+             anomaly: bool = False, vmap: Sequence[str] | None = None) -> Result:
     """Plan and run in one call, warnings for non-finite results included (PROTOCOL.md §1,
-    §8). `grad` is {"of", "wrt", "seed", "batch"}; `jvp` {"of", "tangents", "batch"}; `hvp`
-    {"of", "seed", "wrt", "tangents", "batch"}; `jacobian` {"of", "wrt"}; arrays in them."""
+    §8, §11). `grad` is {"of", "wrt", "seed", "batch"}; `jvp` {"of", "tangents", "batch"};
+    `hvp` {"of", "seed", "wrt", "tangents", "batch"}; `jacobian` {"of", "wrt"}; arrays in
+    them. `vmap` names the inputs that carry a leading batch axis."""
     seed = None if not grad else grad.get("seed")
     leaves = {name: Leaf(np.shape(a), name in requires_grad) for name, a in inputs.items()}
-    p = Plan(nodes, leaves, outputs=outputs, grad=grad, dtype=dtype, limits=limits,
+    p = plan(nodes, leaves, outputs=outputs, grad=grad, dtype=dtype, limits=limits,
              seed_shape=None if seed is None else np.shape(seed), jvp=shapes_of(jvp),
-             hvp=shapes_of(hvp), jacobian=jacobian)
+             hvp=shapes_of(hvp), jacobian=jacobian, vmap=vmap)
     result = p.run(inputs, seed, tangents=jvp and jvp.get("tangents"), hvp=hvp,
                    deadline=deadline, anomaly=anomaly)
     result.warnings += nonfinite(result)

@@ -186,7 +186,8 @@ defop("transpose", 1, lambda x, axes: np.transpose(x, axes), _transpose_grad,
       lambda s, axes: tuple(s[i] for i in axes),
       "x with its axes permuted (default: all reversed, x.T)", "g with the inverse permutation",
       attrs=(Attr("axes", "perm", None, "a permutation of the dimensions; null reverses them"),),
-      bind=_transpose_bind, flops=_zero_flops, linear="linear")
+      bind=_transpose_bind, flops=_zero_flops, linear="linear",
+      batch=lambda attrs, shapes_, out, b: {"axes": (0, *(a + 1 for a in attrs["axes"]))})
 
 defop("reshape", 1, lambda x, shape: np.reshape(x, shape),
       lambda t, g: (g.reshape(_lead(t, g) + t.parents[0].shape),),
@@ -194,7 +195,7 @@ defop("reshape", 1, lambda x, shape: np.reshape(x, shape),
       "x with a new shape of as many elements", "g reshaped to x's shape",
       attrs=(Attr("shape", "shape", doc="the new shape; one dimension may be -1"),),
       bind=lambda s, shape: {"shape": shapes.reshape(s, shape)}, flops=_zero_flops,
-      linear="linear")
+      linear="linear", batch=lambda attrs, shapes_, out, b: {"shape": (b, *attrs["shape"])})
 
 
 def _broadcast_shape(s, shape):
@@ -212,7 +213,9 @@ OPS_BROADCAST = defop(
     _broadcast_shape, "x repeated along new or size-1 axes up to shape (NumPy broadcasting)",
     "g summed over the broadcast axes",
     attrs=(Attr("shape", "shape", doc="the shape to broadcast to"),), flops=_zero_flops,
-    linear="linear")
+    linear="linear", batch=lambda attrs, shapes_, out, b: [
+        ("reshape", [0], {"shape": (b, *(1,) * (len(out) - len(shapes_[0])), *shapes_[0])}),
+        ("broadcast_to", [("step", 0)], {"shape": (b, *out)})])
 
 
 # ---- reductions -------------------------------------------------------------------------
@@ -239,6 +242,13 @@ def _expand(t, g):
     return _broadcast(g, lead + x.shape)
 
 
+def _reduce_batch(attrs, shapes_, out, b):
+    """Reduce the same axes of each example: past the batch axis."""
+    axis = attrs["axis"]
+    axis = range(len(shapes_[0])) if axis is None else axis
+    return {"axis": tuple(a + 1 for a in axis), "keepdims": attrs["keepdims"]}
+
+
 def _count(shape, axis) -> int:
     """How many elements each output of a reduction over `axis` (normalised) takes in."""
     return size(shape) if axis is None else math.prod(shape[i] for i in axis)
@@ -247,7 +257,8 @@ def _count(shape, axis) -> int:
 defop("sum", 1, lambda x, axis, keepdims: np.sum(x, axis=axis, keepdims=keepdims),
       lambda t, g: (_expand(t, g),), _reduce_shape,
       "Σ x over axis", "g broadcast back over the reduced axes",
-      attrs=_REDUCE_ATTRS, bind=_reduce_bind, flops=_in_flops, linear="linear")
+      attrs=_REDUCE_ATTRS, bind=_reduce_bind, flops=_in_flops, linear="linear",
+      batch=_reduce_batch)
 
 
 def _mean(x, axis=None, keepdims=False):
@@ -259,7 +270,8 @@ defop("mean", 1, _mean,
       lambda t, g: (_expand(t, g / _count(t.parents[0].shape, t.attrs["axis"])),),
       _reduce_shape,
       "Σ x / n over axis", "g / n broadcast back over the reduced axes",
-      attrs=_REDUCE_ATTRS, bind=_reduce_bind, flops=_in_flops, linear="linear")
+      attrs=_REDUCE_ATTRS, bind=_reduce_bind, flops=_in_flops, linear="linear",
+      batch=_reduce_batch)
 
 
 # ---- elementwise math -------------------------------------------------------------------
@@ -303,6 +315,14 @@ def _softmax_bind(s, axis):
     return {"axis": shapes.one(axis, len(s)) if s else None}
 
 
+def _softmax_batch(attrs, shapes_, out, b):
+    if attrs["axis"] is not None:
+        return {"axis": attrs["axis"] + 1}
+    # each example a 0-d tensor, its own softmax axis: (B,) -> (B, 1) -> softmax -> (B,)
+    return [("reshape", [0], {"shape": (b, 1)}), ("softmax", [("step", 0)], {"axis": 1}),
+            ("reshape", [("step", 1)], {"shape": (b,)})]
+
+
 def _sigmoid_grad(t, g):
     y = _y(t, g)
     return (_times(g, y * (1 - y), fresh=True),)
@@ -323,7 +343,8 @@ defop("tanh", 1, np.tanh, _tanh_grad, _same, "tanh x", "g * (1 - tanh² x)", sav
 defop("softmax", 1, _softmax, _softmax_grad, lambda s, axis: s,
       "e^x / Σ e^x along axis (max subtracted first)", "s * (g - Σ s * g along axis)",
       attrs=(Attr("axis", "int", -1, "the axis to normalise over"),),
-      bind=_softmax_bind, saves="y", flops=lambda i, out, a: 5 * size(out), symmetric=True)
+      bind=_softmax_bind, saves="y", flops=lambda i, out, a: 5 * size(out), symmetric=True,
+      batch=_softmax_batch)
 
 
 # ---- losses -----------------------------------------------------------------------------
@@ -345,14 +366,24 @@ def _per_element(t, g):
     return (g / size(shape)).reshape(_lead(t, g) + (1,) * len(shape))
 
 
+def _loss_batch(kind: str, shapes_):
+    """mean over each example's elements of (pred - target)² or |pred - target|."""
+    square = ("mul", [("step", 0), ("step", 0)], {}) if kind == "square" else (
+        "abs", [("step", 0)], {})
+    return [("sub", [0, 1], {}), square,
+            ("mean", [("step", 1)], {"axis": tuple(range(1, len(shapes_[0]) + 1))})]
+
+
 defop("mse_loss", 2, lambda p, q: _mean(np.square(p - q)),
       lambda t, g: _loss_grads(t, (_x(t, g, 0) - _x(t, g, 1)) * (2 * _per_element(t, g))),
-      _pair, "mean((pred - target)²)", "±2 g (pred - target) / n", saves="x", flops=_in_flops)
+      _pair, "mean((pred - target)²)", "±2 g (pred - target) / n", saves="x", flops=_in_flops,
+      batch=lambda attrs, shapes_, out, b: _loss_batch("square", shapes_))
 
 defop("mae_loss", 2, lambda p, q: _mean(np.abs(p - q)),
       lambda t, g: _loss_grads(t, _times(_per_element(t, g),
                                          np.sign(_data(_x(t, g, 0)) - _data(_x(t, g, 1))))),
-      _pair, "mean(|pred - target|)", "±g sign(pred - target) / n", saves="x", flops=_in_flops)
+      _pair, "mean(|pred - target|)", "±g sign(pred - target) / n", saves="x", flops=_in_flops,
+      batch=lambda attrs, shapes_, out, b: _loss_batch("abs", shapes_))
 
 
 # Every op a method (`x.exp()`, `x.sum(0)`), and the Python operators as the ops declare.

@@ -129,6 +129,10 @@ class Op:
     #                                  forward mode may then apply the forward to the tangents
     symmetric: bool = False          # one arg, and its Jacobian is symmetric (elementwise ops,
     #                                  softmax): forward mode may run the rule on the tangent
+    batch: Callable | str | None = "elementwise"  # how it runs with a leading batch axis (vmap):
+    #   "elementwise": as it is, operands padded to the output's rank (NumPy broadcasting);
+    #   a function (attrs, in_shapes, out_shape, B) -> the attrs for batched operands, or a list
+    #   of (op, args, attrs) steps whose args are operand positions or ("step", k); None: none
     dtypes: tuple[str, ...] = DTYPES
     attr_names: frozenset = field(init=False, repr=False)
 

@@ -67,7 +67,7 @@ def _tangents(given: Mapping, plan, path: tuple, batch: bool, what: str):
     shapes, leads = {}, set()
     for name, shape in given.items():
         at = (*path, name)
-        if name not in plan.inputs:
+        if name not in plan.targets:
             raise UnknownId(f"{what} names {name!r}, which is not an input", path=at)
         want = plan.tensors[name].shape
         if batch:
@@ -104,7 +104,7 @@ def hvp(spec: Mapping | None, plan, known) -> Hvp | None:
     wrt = spec.get("wrt")
     if wrt is None:
         wrt = [name for name, leaf in plan.inputs.items() if leaf.requires_grad]
-    wrt = _ids(wrt, plan.inputs, ("hvp", "wrt"), "hvp.wrt", allowed="inputs")
+    wrt = _ids(wrt, plan.targets, ("hvp", "wrt"), "hvp.wrt", allowed="inputs")
     tangents, lead_ = _tangents(spec.get("tangents") or {}, plan, ("hvp", "tangents"),
                                 bool(spec.get("batch")), "hvp.tangents")
     shape, seed = plan.tensors[of].shape, spec.get("seed")
@@ -124,10 +124,16 @@ def jacobian(spec: Mapping | None, plan, known) -> Jacobian | None:
     wrt = spec.get("wrt")
     if wrt is None:
         wrt = [name for name, leaf in plan.inputs.items() if leaf.requires_grad]
-    wrt = _ids(wrt, plan.inputs, ("jacobian", "wrt"), "jacobian.wrt", allowed="inputs")
-    rows = sum(size(plan.tensors[y].shape) for y in of)
-    cols = sum(size(plan.tensors[x].shape) for x in wrt)
+    wrt = _ids(wrt, plan.targets, ("jacobian", "wrt"), "jacobian.wrt", allowed="inputs")
+    rows = sum(_per_example(plan, y) for y in of)
+    cols = sum(_per_example(plan, x) for x in wrt)
     return Jacobian(of, wrt, "reverse" if rows <= cols else "forward")
+
+
+def _per_example(plan, name) -> int:
+    """Elements of one example of `name` (all of it without vmap)."""
+    shape = plan.tensors[name].shape
+    return size(shape[1:] if plan.vmapped else shape)
 
 
 def roots(plan) -> list[str]:
@@ -163,7 +169,8 @@ def returned(plan) -> dict[str, dict[str, Shape]]:
     if plan.hvp:
         out["hvp"] = {i: plan.hvp.lead + shape[i] for i in plan.hvp.wrt}
     if plan.jacobian:
-        out["jacobians"] = {y: {x: shape[y] + shape[x] for x in plan.jacobian.wrt}
+        nb = 1 if plan.vmapped else 0  # vmap: one Jacobian per example, B in front
+        out["jacobians"] = {y: {x: shape[y] + shape[x][nb:] for x in plan.jacobian.wrt}
                             for y in plan.jacobian.of}
     return out
 
@@ -210,14 +217,14 @@ def cost(plan, limits):
         j = plan.jacobian
         for y in j.of:
             for x in j.wrt:
-                peak += size(plan.tensors[y].shape) * size(plan.tensors[x].shape) * item
+                peak += size(plan.tensors[y].shape) * _per_example(plan, x) * item
         if j.mode == "reverse":
             for y in j.of:
-                b, f = sweep(j.paths[y], size(plan.tensors[y].shape))
+                b, f = sweep(j.paths[y], _per_example(plan, y))
                 peak, flops = peak + b, flops + f
         else:
             for x in j.wrt:
-                b, f = sweep(_downstream(plan, [x], steps), size(plan.tensors[x].shape))
+                b, f = sweep(_downstream(plan, [x], steps), _per_example(plan, x))
                 peak, flops = peak + b, flops + f
     return refuse(Cost(plan.cost.max_elements, peak, flops), limits)
 

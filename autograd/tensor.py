@@ -243,7 +243,7 @@ def backprop(path: Sequence[Tensor], seeds: dict, *, lead: tuple = (),
         for p, need, pg in zip(t.parents, t.needs, pgs, strict=False):  # lengths checked above
             if not need:
                 continue
-            if pg.shape != lead + p.shape:
+            if pg.shape != (lead + p.shape if lead else p.shape):
                 pg = unbroadcast(pg, p.shape, len(lead))
             prev = grads.get(p)
             if prev is None:

@@ -14,8 +14,7 @@ from collections.abc import Callable
 import numpy as np
 import orjson
 
-from autograd import Leaf, Limits, Plan, nonfinite
-from autograd.specs import returned
+from autograd import Leaf, Limits, Plan, nonfinite, plan
 
 from . import codec
 from .config import Settings
@@ -61,6 +60,8 @@ class Tensors:
                            "tangents": {n: shape(t) for n, t in self.hvp["tangents"].items()}}
         if req.jacobian is not None:
             args["jacobian"] = {"of": req.jacobian.of, "wrt": req.jacobian.wrt}
+        if req.vmap is not None:
+            args["vmap"] = req.vmap.inputs
         return args
 
     def leaves(self) -> dict[str, Leaf]:
@@ -68,7 +69,7 @@ class Tensors:
                 for name, a in self.inputs.items()}
 
     def plan(self, settings: Settings) -> Plan:
-        return Plan(self.req.nodes, self.leaves(), limits=limits(settings), **self.plan_args())
+        return plan(self.req.nodes, self.leaves(), limits=limits(settings), **self.plan_args())
 
 
 def evaluate(req: EvaluateRequest, settings: Settings, plans: PlanCache) -> dict:
@@ -83,10 +84,10 @@ def evaluate(req: EvaluateRequest, settings: Settings, plans: PlanCache) -> dict
     # everything a plan depends on; the nodes as their JSON (2 and 2.0 differ there too)
     key = (orjson.dumps(req.nodes), tuple(tensors.leaves().items()),
            _frozen(tensors.plan_args()))
-    plan = plans.get(key, lambda: tensors.plan(settings))
-    _check_response_size(plan, dtype, req.encoding, settings.max_response_bytes)
-    result = plan.run(tensors.inputs, tensors.seed, tangents=tensors.tangents, hvp=tensors.hvp,
-                      deadline=deadline, anomaly=req.anomaly)
+    planned = plans.get(key, lambda: tensors.plan(settings))
+    _check_response_size(planned, dtype, req.encoding, settings.max_response_bytes)
+    result = planned.run(tensors.inputs, tensors.seed, tangents=tensors.tangents,
+                         hvp=tensors.hvp, deadline=deadline, anomaly=req.anomaly)
 
     def encode(arrays):
         return {k: codec.encode(v, req.encoding) for k, v in arrays.items()}
@@ -113,19 +114,19 @@ def shapes(req: EvaluateRequest, settings: Settings) -> dict:
             return _Shape(tuple(t.shape))
         return codec.decode(t, dtype, where, settings.max_elements)
 
-    plan = Tensors(req, read).plan(settings)
-    response = _check_response_size(plan, dtype, req.encoding, settings.max_response_bytes)
+    planned = Tensors(req, read).plan(settings)
+    response = _check_response_size(planned, dtype, req.encoding, settings.max_response_bytes)
 
     def described(shapes_):
         return {k: {"shape": list(s), "dtype": req.dtype} for k, s in shapes_.items()}
 
-    ret = returned(plan)
+    ret = planned.returned()
     return {
-        "nodes": {n["id"]: {"op": n["op"], "shape": list(plan.tensors[n["id"]].shape),
+        "nodes": {n["id"]: {"op": n["op"], "shape": list(planned.shape_of(n["id"])),
                             "dtype": req.dtype} for n in req.nodes},
         **{member: described(ret[member]) for member in ("outputs", "gradients", "jvp", "hvp")},
         "jacobians": {y: described(row) for y, row in ret["jacobians"].items()},
-        "cost": {"flops": plan.cost.flops, "peak_bytes": plan.cost.peak_bytes,
+        "cost": {"flops": planned.cost.flops, "peak_bytes": planned.cost.peak_bytes,
                  "response_bytes": response},
     }
 
@@ -150,7 +151,7 @@ def _check_response_size(plan: Plan, dtype: np.dtype, encoding: str, limit: int)
     """The response's size at most, from the shapes of everything it returns; 413 past the
     limit."""
     shapes_ = []
-    for member in returned(plan).values():
+    for member in plan.returned().values():
         for s in member.values():
             shapes_ += s.values() if isinstance(s, dict) else [s]
     need = sum(codec.encoded_size(shape, dtype, encoding) for shape in shapes_)

@@ -143,6 +143,12 @@ class JacobianSpec(Strict):
                                  "requires_grad. Each Jacobian has shape (*shape(y), *shape(x))")
 
 
+class VmapSpec(Strict):
+    inputs: list[Id] = Field(min_length=1, description="input ids that carry a leading batch "
+                             "axis of the same size B; the graph runs for each of the B slices "
+                             "and everything returned gets the leading axis B")
+
+
 class EvaluateRequest(Strict):
     inputs: dict[Id, InputTensor] = Field(description="named leaf tensors", json_schema_extra={
         "additionalProperties": False})  # a name off the id pattern is refused, as in the model
@@ -153,6 +159,7 @@ class EvaluateRequest(Strict):
     jvp: JvpSpec | None = None
     hvp: HvpSpec | None = None
     jacobian: JacobianSpec | None = None
+    vmap: VmapSpec | None = None
     dtype: Dtype = Field("float32", description="every tensor is computed in it")
     encoding: Encoding = Field("nested", description="how response tensors are written")
     anomaly: bool = Field(False, description="report the first node with a NaN or ±Infinity")

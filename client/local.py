@@ -19,7 +19,6 @@ import numpy as np
 
 from autograd import DTYPES, OPS, AutogradError, Leaf, Limits, evaluate, plan
 from autograd.shapes import extent
-from autograd.specs import returned
 
 from . import codec
 from .errors import ValidationError, error_class, from_engine, pointer, problem
@@ -67,7 +66,7 @@ class LocalClient(BaseClient):
             specs = _specs(body, tensor)
             deadline = None if self.deadline_s is None else time.monotonic() + self.deadline_s
             r = evaluate(body.get("nodes", []), arrays, requires_grad=_trained(inputs),
-                         outputs=body.get("outputs"), **specs, dtype=dtype,
+                         outputs=body.get("outputs"), **specs, vmap=_vmap(body), dtype=dtype,
                          limits=self.limits, deadline=deadline,
                          anomaly=bool(body.get("anomaly", False)))
         except AutogradError as e:
@@ -95,7 +94,8 @@ class LocalClient(BaseClient):
             grad = specs.pop("grad")
             seed_shape = grad.pop("seed", None) if grad else None
             p = plan(body.get("nodes", []), leaves, outputs=body.get("outputs"), grad=grad,
-                     seed_shape=seed_shape, **specs, dtype=dtype, limits=self.limits)
+                     seed_shape=seed_shape, **specs, vmap=_vmap(body), dtype=dtype,
+                     limits=self.limits)
         except AutogradError as e:
             raise from_engine(e) from None
         return _shapes_body(p, body, dtype)
@@ -119,12 +119,12 @@ def _shapes_body(p, body: dict, dtype: str) -> dict:
     def described(shapes):
         return {k: {"shape": list(s), "dtype": dtype} for k, s in shapes.items()}
 
-    ret = returned(p)
+    ret = p.returned()
     sizes = [s for member in ret.values() for v in member.values()
              for s in (v.values() if isinstance(v, dict) else [v])]
     encoding = body.get("encoding", "nested")
     return {
-        "nodes": {n["id"]: {"op": n["op"], "shape": list(p.tensors[n["id"]].shape),
+        "nodes": {n["id"]: {"op": n["op"], "shape": list(p.shape_of(n["id"])),
                             "dtype": dtype} for n in body.get("nodes", [])},
         **{member: described(ret[member]) for member in ("outputs", "gradients", "jvp", "hvp")},
         "jacobians": {y: described(row) for y, row in ret["jacobians"].items()},
@@ -151,6 +151,11 @@ def _specs(body: dict, tensor) -> dict:
                                     for k, t in spec["tangents"].items()}
         out[member] = spec or None
     return out
+
+
+def _vmap(body: dict) -> list[str] | None:
+    """The inputs that carry a leading batch axis (PROTOCOL.md §11), if any."""
+    return (body.get("vmap") or {}).get("inputs")
 
 
 def _trained(inputs: dict) -> set[str]:

@@ -15,6 +15,7 @@ from tests.client.test_client_derivatives import REFUSED as DERIVATIVE_REFUSALS
 from tests.client.test_client_derivatives import assert_same, by_hand, everything
 from tests.client.test_client_derivatives import body_of as refused_body
 from tests.client.test_client_derivatives import model as derivatives_model
+from tests.service.test_vmap import batched as vmapped
 
 X = np.array([[1.0, 2.0], [3.0, 4.0]])
 W = np.array([[0.5], [-0.25]])
@@ -333,3 +334,18 @@ def test_a_refused_derivative_raises_the_same_error_remotely(remote, request_, s
         with pytest.raises(cls) as err:
             remote.request("POST", route, json=refused_body(**request_))
         assert (err.value.code, [e["pointer"] for e in err.value.errors]) == (code, [at])
+
+
+def test_a_vmapped_body_is_answered_the_same_remotely_and_locally(remote):
+    body = vmapped(grad={"of": "loss", "wrt": ["w", "b"]},
+                   jvp={"tangents": {"w": {"data": [[1], [0]]}}, "of": ["loss"]},
+                   hvp={"of": "loss", "tangents": {"w": {"data": [[1], [0]]}}},
+                   jacobian={"of": ["a"], "wrt": ["w"]})
+    rr, lr = remote.evaluate_json(body), Client.local().evaluate_json(body)
+    assert rr.jacobians["a"]["w"].shape == lr.jacobians["a"]["w"].shape == (4, 2, 1, 2, 1)
+    for member in ("outputs", "gradients", "jvp", "hvp"):
+        assert getattr(rr, member).keys() == getattr(lr, member).keys()
+        for k, v in getattr(lr, member).items():
+            np.testing.assert_allclose(getattr(rr, member)[k], v, **CLOSE["float64"])
+    body["inputs"]["x"] = {"shape": [4, 2, 2]}
+    assert remote.shapes_json(body).body == Client.local().shapes_json(body).body

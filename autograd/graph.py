@@ -445,12 +445,14 @@ class Plan:
                                  f"{self.batch + of.shape}")
         else:
             seed = initial_grad(of.shape, dt, seed, path=("grad", "seed"))
-        # A rule may pass a value on as a gradient (d(x*y)/dx is y): such a gradient, or
-        # a view, is copied on the way out, so no result is the caller's own input.
-        shared = {id(t.data) for t in self._filled} | {id(seed)}
         grads = backprop(self.path, {of: seed}, lead=self.batch,
                          keep=[tensors[w] for w in self.wrt], frees=self.backward_frees,
                          deadline=deadline, hook=watch.backward if watch.anomaly else None)
+        # A rule may pass a value on as a gradient (d(x*y)/dx is y): such a gradient, or
+        # a view, is copied on the way out, so no result is the caller's own input or another
+        # result. Taken after the sweep, from values still alive: a freed array's id may
+        # have been reused by a new gradient.
+        shared = {id(t.data) for t in self._filled if t.data is not None} | {id(seed)}
         out = {}
         for w in self.wrt:
             g = grads.get(tensors[w])

@@ -139,9 +139,18 @@ def _matmul_flops(in_shapes, out, attrs):
     return 2 * size(out) * in_shapes[0][-1]
 
 
+def _mm(a, b):
+    """a @ b; on arrays an outer product (contracting one element) is a broadcast multiply:
+    NumPy's matmul falls back to a slow loop for the strided column it then sees (per-example
+    gradients of a row under vmap are such products)."""
+    if a.__class__ is np.ndarray and a.shape[-1] == 1 and b.__class__ is np.ndarray:
+        return a * b
+    return a @ b
+
+
 defop("matmul", 2, np.matmul,
-      lambda t, g: (g @ _mT(_x(t, g, 1)) if t.needs[0] else None,
-                    _mT(_x(t, g, 0)) @ g if t.needs[1] else None),
+      lambda t, g: (_mm(g, _mT(_x(t, g, 1))) if t.needs[0] else None,
+                    _mm(_mT(_x(t, g, 0)), g) if t.needs[1] else None),
       shapes.matmul, "x @ y (batch dimensions broadcast)", "g @ swap(y), swap(x) @ g, summed "
       "over broadcast batch dimensions", saves="x", flops=_matmul_flops, operator="@",
       linear="bilinear")

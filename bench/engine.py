@@ -15,7 +15,10 @@ Sections (issue 2's benchmark, issue 7's targets 1, 2 and 5):
   5. derivatives beyond one gradient on the MLP of (2) (issue 10): HVP against
      the gradient, JVP against the forward pass, k = 16 batched cotangents
      against 16 gradient runs, and torch.func's jvp, vmap(vjp) and hvp
-     (jvp of grad) side by side when torch is importable.
+     (jvp of grad) side by side when torch is importable;
+  6. per-example gradients (vmap, issue 15) of the MLP over B = 256 rows
+     against the ordinary mean-loss gradient over the same rows, and
+     torch.func.vmap(grad) when torch is importable.
 Sections 2 and 3 run in fresh subprocesses, once with glibc's default malloc
 and once with its thresholds raised, since page faults can dominate there.
 
@@ -587,6 +590,62 @@ def bench_derivatives(timer: Timer, use_torch: bool) -> list[str]:
     return out
 
 
+# ---- 6. per-example gradients (vmap) ------------------------------------------------------
+
+ROWS = 256
+
+
+def vmap_cases(use_torch: bool) -> dict[str, Callable[[], object]]:
+    a = mlp_arrays()
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((ROWS, 784)).astype(np.float32)
+    t = rng.standard_normal((ROWS, 10)).astype(np.float32)
+    params = {k: a[k] for k in MLP_PARAMS}
+    ordinary = {"x": x, "t": t, **params}
+    per_row = {"x": x.reshape(ROWS, 1, 784), "t": t.reshape(ROWS, 1, 10), **params}
+    mean = autograd.plan(MLP_NODES, {k: Leaf(v.shape, k in MLP_PARAMS) for k, v in
+                                     ordinary.items()}, outputs=["loss"],
+                         grad={"of": "loss", "wrt": list(MLP_PARAMS)})
+    each = autograd.plan(MLP_NODES, {k: Leaf(v.shape, k in MLP_PARAMS) for k, v in
+                                     per_row.items()}, outputs=["loss"],
+                         grad={"of": "loss", "wrt": list(MLP_PARAMS)}, vmap=["x", "t"])
+    got = each.run(per_row).gradients
+    # the mean of the per-example gradients of mean-over-10 losses is the ordinary gradient
+    check("per-example gradients against the mean-loss gradient", got["W1"].mean(axis=0),
+          mean.run(ordinary).gradients["W1"], 1e-3, 1e-6)
+    cases = {"mean-loss gradient over the rows (baseline)": lambda: mean.run(ordinary),
+             f"per-example gradients, vmap over {ROWS} rows": lambda: each.run(per_row)}
+    torch = _torch() if use_torch else None
+    if torch is not None:
+        from torch.func import grad, vmap
+        tx, tt = torch.from_numpy(per_row["x"]), torch.from_numpy(per_row["t"])
+        tp = tuple(torch.from_numpy(a[k]) for k in MLP_PARAMS)
+
+        def loss(W1, b1, W2, b2, x, t):  # noqa: N803
+            return torch.mean((torch.relu(x @ W1 + b1) @ W2 + b2 - t) ** 2)
+
+        per_example = vmap(grad(loss, argnums=(0, 1, 2, 3)), in_dims=(None,) * 4 + (0, 0))
+        cases["torch.func: vmap(grad), per example"] = lambda: per_example(*tp, tx, tt)
+    return cases
+
+
+def bench_vmap(timer: Timer, use_torch: bool) -> list[str]:
+    cases = vmap_cases(use_torch)
+    t = timer.compare({name: timer.local(fn) for name, fn in cases.items()})
+    base = t["mean-loss gradient over the rows (baseline)"]["median"]
+    rows = [(name, f"{r['median'] * 1e3:.3f}", pct(r["spread"]), f"{r['median'] / base:.2f}")
+            for name, r in t.items()]
+    ours = t[f"per-example gradients, vmap over {ROWS} rows"]["median"]
+    out = [f"(6) per-example gradients of the MLP of (2) over {ROWS} rows, float32 (every "
+           f"gradient is ({ROWS}, *shape): {ROWS * 784 * 256 * 4 / 1e6:.0f} MB for W1 alone)",
+           table(("case", "ms", "spread", "x mean"), rows, (46, 10, 9, 9)),
+           verdict("per-example vs mean-loss gradient (issue 15)", ours / base, "<=", 2.0)]
+    torch_name = "torch.func: vmap(grad), per example"
+    if torch_name in t:
+        out.append(f"  ours / torch.func's: {ours / t[torch_name]['median']:.2f}")
+    return out
+
+
 # ---- main ------------------------------------------------------------------------------
 
 def header(args) -> list[str]:
@@ -604,9 +663,9 @@ def header(args) -> list[str]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="fewer, shorter repeats (~20 s)")
-    ap.add_argument("--only", default="chain,mlp,elementwise,memory,derivatives",
+    ap.add_argument("--only", default="chain,mlp,elementwise,memory,derivatives,vmap",
                     help="comma-separated sections: chain, mlp, elementwise, memory, "
-                         "derivatives")
+                         "derivatives, vmap")
     ap.add_argument("--nodes", type=int, default=1000, help="length of the chain in (1)")
     ap.add_argument("--no-torch", dest="torch", action="store_false",
                     help="leave PyTorch out even when importable")
@@ -625,7 +684,7 @@ def main() -> None:
     timer = Timer(args.repeats, args.budget, args.clock)
 
     only = args.only.split(",")
-    unknown = set(only) - {"chain", "memory", "derivatives", *SECTIONS}
+    unknown = set(only) - {"chain", "memory", "derivatives", "vmap", *SECTIONS}
     if unknown:
         ap.error(f"unknown sections {sorted(unknown)}")
     t0 = time.monotonic()
@@ -642,6 +701,8 @@ def main() -> None:
         print("\n" + "\n".join(bench_memory()), flush=True)
     if "derivatives" in only:
         print("\n" + "\n".join(bench_derivatives(timer, args.torch)), flush=True)
+    if "vmap" in only:
+        print("\n" + "\n".join(bench_vmap(timer, args.torch)), flush=True)
     flags = ["--quick" if args.quick else "",
              f"--only {args.only}" if args.only != ap.get_default("only") else "",
              "--clock wall" if args.clock == "wall" else "",

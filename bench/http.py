@@ -63,6 +63,15 @@ def protocol_example() -> dict:
     sys.exit("bench/http.py: tests/conftest.py holds no EXAMPLE (the PROTOCOL.md §1 body)")
 
 
+def vmap_request(b: int) -> dict:
+    """The §1 example over b input sets of x in one request (PROTOCOL.md §11)."""
+    body = protocol_example()
+    x = np.random.default_rng(0).uniform(-2, 2, (b, 2, 2)).round(3)
+    body["inputs"]["x"] = {"shape": [b, 2, 2], "data": x.ravel().tolist()}
+    body["vmap"] = {"inputs": ["x"]}
+    return body
+
+
 def chain_request(n: int) -> dict:
     """n nodes: bench/engine.py's elementwise chain of n - 1, then a sum to differentiate."""
     nodes = chain_graph(n - 1)
@@ -246,6 +255,26 @@ def report_throughput(title: str, res: dict[str, dict], targets: bool) -> list[s
     return out
 
 
+# ---- (d): many input sets in one request -------------------------------------------------
+
+VMAP_B = 1000
+
+
+def bench_vmap(server, small: bytes, tmp: Path, rounds: int, seconds: float, load) -> list[str]:
+    """Evaluations per second: one request per evaluation, against B = 1,000 per request."""
+    body = orjson.dumps(vmap_request(VMAP_B))
+    one = throughput({"gradserve": server}, small, tmp, "one", rounds, seconds, load)
+    many = throughput({"gradserve": server}, body, tmp, "vmap", rounds, seconds, load)
+    per_request, batched = one["gradserve"]["rps"], many["gradserve"]["rps"] * VMAP_B
+    rows = [("one request per evaluation", f"{per_request:,.0f}", "1.00"),
+            (f"vmap, {VMAP_B:,} per request", f"{batched:,.0f}", f"{batched / per_request:.1f}")]
+    return [f"(d) the §1 example, evaluations per second, gradients included ({len(body):,} "
+            f"bytes per vmap request)",
+            table(("case", "evals/s", "x one"), rows, (34, 12, 9)),
+            verdict(f"vmap over {VMAP_B:,} input sets vs one request each (issue 15)",
+                    batched / per_request, ">=", 100)]
+
+
 # ---- (c): a large tensor both ways -----------------------------------------------------
 
 SIDE = 2048  # 2048 x 2048 = 4M float32 elements, 16 MiB
@@ -368,8 +397,8 @@ def main() -> None:
                     help="load generator: wrk (installed from apt if allowed), python, or auto")
     ap.add_argument("--no-install", dest="install", action="store_false",
                     help="never apt-get install wrk")
-    ap.add_argument("--only", default="small,chain,big",
-                    help="comma-separated sections: small (a), chain (b), big (c)")
+    ap.add_argument("--only", default="small,chain,vmap,big",
+                    help="comma-separated sections: small (a), chain (b), vmap (d), big (c)")
     args = ap.parse_args()
     seconds = args.seconds or (2 if args.quick else 3)
     rounds = args.rounds or (1 if args.quick else 3)
@@ -408,6 +437,9 @@ def main() -> None:
                 print("\n" + "\n".join(report_throughput(
                     f"(b) a 1,000-node graph (elementwise chain on shape (8,), forward+backward;"
                     f" {len(body):,} bytes): POST to each server", res, False)), flush=True)
+            if "vmap" in only:
+                print("\n" + "\n".join(bench_vmap(servers["gradserve"], small, tmp, rounds,
+                                                   seconds, load)), flush=True)
             if "big" in only:
                 nested_n, b64_n = (1, 3) if args.quick else (3, 7)
                 print("\n" + "\n".join(bench_big(servers["gradserve"].url, nested_n, b64_n)),

@@ -2,6 +2,7 @@
 
 `path` locates the fault inside the graph description as a tuple of keys
 (``("nodes", 3, "args", 1)``); the service turns it into an RFC 6901 pointer.
+`column` (1-based, in characters) places it inside an expression (``("expr", "loss")``).
 Callers switch on `code`, never on the message.
 """
 
@@ -13,11 +14,13 @@ class AutogradError(Exception):
 
     code = "validation_error"
 
-    def __init__(self, detail: str, *, path: tuple = (), node: str | None = None):
+    def __init__(self, detail: str, *, path: tuple = (), node: str | None = None,
+                 column: int | None = None):
         super().__init__(detail)
         self.detail = detail
         self.path = tuple(path)
         self.node = node
+        self.column = column
 
     def within(self, *prefix, node: str | None = None, context: str | None = None) -> AutogradError:
         """Place an error raised by a rule inside the graph: prefix its path and message."""
@@ -75,6 +78,12 @@ class BadTensor(AutogradError):
 
 class SeedRequired(AutogradError):
     code = "seed_required"
+
+
+class BadExpression(AutogradError):
+    """An `expr` that does not parse, or uses something outside the expression language."""
+
+    code = "bad_expression"
 
 
 class LimitExceeded(AutogradError):

@@ -94,7 +94,8 @@ BY_STATUS: dict[int, type[GradserveError]] = {
 
 # What the server answers for each code the engine raises (service/errors.py, ENGINE_STATUS);
 # every other engine code is a 422. The local backend raises with these.
-ENGINE_STATUS = {"graph_too_large": 413, "tensor_too_large": 413, "deadline_exceeded": 504}
+ENGINE_STATUS = {"graph_too_large": 413, "tensor_too_large": 413, "expression_too_large": 413,
+                 "deadline_exceeded": 504}
 
 
 def error_class(status: int) -> type[GradserveError]:
@@ -124,8 +125,10 @@ def pointer(path) -> str:
 def from_engine(e) -> GradserveError:
     """An `autograd.AutogradError` as the error the server would have answered with."""
     status = ENGINE_STATUS.get(e.code, 422)
-    return error_class(status)(problem(status, e.code, e.detail,
-                                       [{"pointer": pointer(e.path), "detail": e.detail}]))
+    entry = {"pointer": pointer(e.path), "detail": e.detail}
+    if getattr(e, "column", None) is not None:  # in an expression
+        entry["column"] = e.column
+    return error_class(status)(problem(status, e.code, e.detail, [entry]))
 
 
 # RFC 9110's names where Python's HTTPStatus still has the older ones, as the server writes them.

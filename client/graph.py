@@ -23,7 +23,8 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from autograd import DTYPES, OPS, AutogradError, Op
+from autograd import DTYPES, OPS, AutogradError, Leaf, Op, plan
+from autograd.expr import expand
 from autograd.graph import ID
 from autograd.registry import install, is_number
 
@@ -138,6 +139,29 @@ class Graph:
         del self._by_id[node.id]
         node.id = name
         self._by_id[name] = node
+
+    # -- expressions (PROTOCOL.md §12) ------------------------------------------------------
+
+    def expr(self, text: str, name: str | None = None) -> Node:
+        """The node an expression over this graph's ids computes, built op by op (and checked
+        as each is), e.g. ``g.expr("mean(sigmoid(x @ w + b))")``; `name` gives it an id."""
+        key = name if name is not None else self._fresh_id("expr")
+        if name is not None:
+            _check_id(name)
+        try:
+            nodes = expand([], {key: text}, self._by_id)
+        except AutogradError as e:
+            raise from_engine(e) from None
+        try:  # shapes checked here, so that a mistake has its column
+            plan(nodes, {i: Leaf(n.shape) for i, n in self._by_id.items()})
+        except AutogradError as e:
+            raise from_engine(nodes.locate(e)) from None
+        made: dict[str, Node] = {}
+        for n in nodes:
+            args = [(made[a] if a in made else self._by_id[a]) if isinstance(a, str) else a
+                    for a in n["args"]]
+            made[n["id"]] = build(OPS[n["op"]], *args, **n.get("attrs", {}))
+        return made[key].named(name) if name is not None else made[key]
 
     # -- the request body ------------------------------------------------------------------
 

@@ -11,7 +11,7 @@ from flask import Flask, Response, current_app, request
 
 from autograd import DTYPES, OPS
 
-from . import codec, errors, observability, openapi, shedding
+from . import codec, errors, observability, openapi, pages, shedding
 from . import evaluate as evaluation
 from .config import Settings
 from .errors import ApiError
@@ -141,6 +141,11 @@ ROUTES = [
     # much. Prometheus sends the key as a bearer token (authorization.credentials_file).
     Route("GET", "/metrics", metrics, "Prometheus metrics, summed over every worker", None,
           media="text/plain", errors=(429,)),
+    # Pages for people (PROTOCOL.md §13); open like the document they show.
+    Route("GET", "/", pages.playground, "The playground: evaluate a graph in a browser", None,
+          media="text/html", auth=False),
+    Route("GET", "/docs", pages.docs, "Interactive documentation of this document", None,
+          media="text/html", auth=False),
 ]
 _BY_ENDPOINT = {r.view.__name__: r for r in ROUTES}
 
@@ -192,5 +197,6 @@ def create_app(settings: Settings | None = None) -> Flask:
         # no automatic OPTIONS: it would pass the guard as the route's method and get a 415
         app.add_url_rule(r.path, endpoint=r.view.__name__, view_func=r.view, methods=[r.method],
                          provide_automatic_options=False)
+    pages.init_app(app)
     app.before_request(_guard)
     return app

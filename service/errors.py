@@ -25,6 +25,7 @@ PROBLEM = "application/problem+json"
 ENGINE_STATUS = {
     "graph_too_large": 413,
     "tensor_too_large": 413,
+    "expression_too_large": 413,
     "deadline_exceeded": 504,
 }
 
@@ -47,9 +48,11 @@ CODES = {
     "graph_too_large": (413, "nodes, peak tensor bytes or FLOPs over the limits"),
     "tensor_too_large": (413, "one tensor would have more than max_elements elements"),
     "response_too_large": (413, "the response would pass max_response_bytes; ask for base64"),
+    "expression_too_large": (413, "an expr longer than 10,000 characters"),
     "bad_request": (400, "any other malformed HTTP request"),
     "unsupported_media_type": (415, "Content-Type is not application/json"),
     "validation_error": (422, "the body does not match the schema"),
+    "bad_expression": (422, "an expr that does not parse or steps outside the expression form"),
     "bad_tensor": (422, "tensor data that is ragged, of the wrong length, or not numbers"),
     "unknown_op": (422, "an op that is not in GET /v1/ops"),
     "unknown_id": (422, "an id that is neither an input nor a node"),
@@ -89,6 +92,8 @@ def from_engine(e: AutogradError) -> ApiError:
         errors = [{"pointer": pointer(e.path), "detail": f"cycle through {', '.join(e.ids)}"}]
     else:
         errors = [{"pointer": pointer(e.path), "detail": e.detail}]
+    if e.column is not None:
+        errors[0]["column"] = e.column
     return ApiError(status, e.code, e.detail, errors)
 
 

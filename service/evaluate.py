@@ -14,7 +14,8 @@ from collections.abc import Callable
 import numpy as np
 import orjson
 
-from autograd import Leaf, Limits, Plan, nonfinite, plan
+from autograd import AutogradError, Leaf, Limits, Plan, nonfinite, plan
+from autograd.expr import expand
 
 from . import codec
 from .config import Settings
@@ -30,10 +31,12 @@ def limits(settings: Settings) -> Limits:
 
 class Tensors:
     """Every tensor of a request read one way (`read(tensor, where)`: an array to compute
-    with, or only a shape for /v1/shapes), and the Plan's arguments made of their shapes."""
+    with, or only a shape for /v1/shapes), the nodes with `expr` expanded (PROTOCOL.md §12),
+    and the Plan's arguments made of their shapes."""
 
-    def __init__(self, req: EvaluateRequest, read: Callable):
+    def __init__(self, req: EvaluateRequest, read: Callable, max_nodes: int | None = None):
         self.req = req
+        self.nodes = expand(req.nodes, req.expr, req.inputs, max_nodes=max_nodes)
         self.inputs = {name: read(t, ("inputs", name)) for name, t in req.inputs.items()}
         g, j, h = req.grad, req.jvp, req.hvp
         self.seed = None if g is None or g.seed is None else read(g.seed, ("grad", "seed"))
@@ -69,7 +72,10 @@ class Tensors:
                 for name, a in self.inputs.items()}
 
     def plan(self, settings: Settings) -> Plan:
-        return plan(self.req.nodes, self.leaves(), limits=limits(settings), **self.plan_args())
+        try:
+            return plan(self.nodes, self.leaves(), limits=limits(settings), **self.plan_args())
+        except AutogradError as e:  # a fault in an expanded node is the expression's
+            raise self.nodes.locate(e) from None
 
 
 def evaluate(req: EvaluateRequest, settings: Settings, plans: PlanCache) -> dict:
@@ -80,9 +86,9 @@ def evaluate(req: EvaluateRequest, settings: Settings, plans: PlanCache) -> dict
     def read(t, where):
         return codec.decode(t, dtype, where, settings.max_elements)
 
-    tensors = Tensors(req, read)
+    tensors = Tensors(req, read, settings.max_nodes)
     # everything a plan depends on; the nodes as their JSON (2 and 2.0 differ there too)
-    key = (orjson.dumps(req.nodes), tuple(tensors.leaves().items()),
+    key = (orjson.dumps(tensors.nodes), tuple(tensors.leaves().items()),
            _frozen(tensors.plan_args()))
     planned = plans.get(key, lambda: tensors.plan(settings))
     _check_response_size(planned, dtype, req.encoding, settings.max_response_bytes)
@@ -101,6 +107,8 @@ def evaluate(req: EvaluateRequest, settings: Settings, plans: PlanCache) -> dict
         body["jacobians"] = {y: encode(row) for y, row in result.jacobians.items()}
     body["warnings"] = result.warnings + nonfinite(result)
     body["stats"] = result.stats
+    if req.expr:
+        body["expanded"] = tensors.nodes.generated
     return body
 
 
@@ -114,20 +122,23 @@ def shapes(req: EvaluateRequest, settings: Settings) -> dict:
             return _Shape(tuple(t.shape))
         return codec.decode(t, dtype, where, settings.max_elements)
 
-    planned = Tensors(req, read).plan(settings)
+    tensors = Tensors(req, read, settings.max_nodes)
+    planned = tensors.plan(settings)
     response = _check_response_size(planned, dtype, req.encoding, settings.max_response_bytes)
 
     def described(shapes_):
         return {k: {"shape": list(s), "dtype": req.dtype} for k, s in shapes_.items()}
 
     ret = planned.returned()
+    expanded = {"expanded": tensors.nodes.generated} if req.expr else {}
     return {
         "nodes": {n["id"]: {"op": n["op"], "shape": list(planned.shape_of(n["id"])),
-                            "dtype": req.dtype} for n in req.nodes},
+                            "dtype": req.dtype} for n in tensors.nodes},
         **{member: described(ret[member]) for member in ("outputs", "gradients", "jvp", "hvp")},
         "jacobians": {y: described(row) for y, row in ret["jacobians"].items()},
         "cost": {"flops": planned.cost.flops, "peak_bytes": planned.cost.peak_bytes,
                  "response_bytes": response},
+        **expanded,
     }
 
 

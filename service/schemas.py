@@ -150,9 +150,22 @@ class VmapSpec(Strict):
 
 
 class EvaluateRequest(Strict):
+    # The example /docs fills in for "Try it out": PROTOCOL.md §1 as one expression.
+    model_config = ConfigDict(json_schema_extra={"examples": [{
+        "inputs": {"x": {"data": [[1, 2], [3, 4]]},
+                   "w": {"data": [[0.5], [-0.25]], "requires_grad": True},
+                   "b": {"data": [1.0], "requires_grad": True}},
+        "expr": {"loss": "mean(sigmoid(x @ w + b))"},
+        "grad": {"of": "loss"}}]})
+
     inputs: dict[Id, InputTensor] = Field(description="named leaf tensors", json_schema_extra={
         "additionalProperties": False})  # a name off the id pattern is refused, as in the model
-    nodes: list[Node] = Field(description="operations, in any order")
+    nodes: list[Node] = Field(default_factory=list, description="operations, in any order")
+    expr: Annotated[dict[Id, str], Field(json_schema_extra={"additionalProperties": False})] \
+        | None = Field(None, description=(
+            "nodes defined by expressions, {id: expression}, beside or instead of `nodes`: "
+            "`mean(sigmoid(x @ w + b))` (PROTOCOL.md §12); each sub-expression becomes a "
+            "node named KEY:N"))
     outputs: list[Id] | None = Field(None, description="ids whose values are returned; "
                                      "default: every node no other node uses")
     grad: GradSpec | None = None
@@ -204,6 +217,8 @@ class EvaluateResponse(BaseModel):
         None, description="when `jacobian` was asked: of id -> wrt id -> tensor")
     warnings: list[NumericWarning]
     stats: Stats
+    expanded: list[Node] | None = Field(None, description="with `expr`: the nodes it "
+                                        "expanded to, generated ids included")
 
 
 class ShapeOut(BaseModel):
@@ -229,11 +244,14 @@ class ShapesResponse(BaseModel):
     hvp: dict[str, ShapeOut]
     jacobians: dict[str, dict[str, ShapeOut]]
     cost: Cost
+    expanded: list[Node] | None = Field(None, description="with `expr`: the nodes it "
+                                        "expanded to, generated ids included")
 
 
 class ProblemPointer(BaseModel):
     pointer: str = Field(description="RFC 6901 JSON Pointer into the request body")
     detail: str
+    column: int | None = Field(None, description="in an `expr`: where, 1-based, in characters")
 
 
 class Problem(BaseModel):

@@ -253,3 +253,34 @@ def test_to_dot_draws_every_node_and_edge_and_a_result(g, xy):
     drawn = g.to_dot(r)
     assert "value 42\"" in drawn and "value [[0.5, 1, 2], [0.5, 1, 2]]" in drawn
     assert "grad mean 1, min 1, max 1" in drawn
+
+
+def test_an_expression_builds_the_nodes_the_operators_would(g):
+    x = g.input("x", np.array([[1.0, 2.0], [3.0, 4.0]]))
+    w = g.parameter("w", np.array([[0.5], [-0.25]]))
+    b = g.parameter("b", np.array([1.0]))
+    loss = g.expr("mean(sigmoid(x @ w + b))", name="loss")
+    assert (loss.id, loss.op.name, loss.shape) == ("loss", "mean", ())
+    by_hand = Graph()
+    hx, hw, hb = (by_hand.input("x", x.value), by_hand.parameter("w", w.value),
+                  by_hand.parameter("b", b.value))
+    want = ((hx @ hw + hb).sigmoid().mean()).named("loss")
+    assert g.to_json(loss, grad_of=loss) == by_hand.to_json(want, grad_of=want)
+    s = g.expr("sum(x * 2, axis=-1, keepdims=true)")  # an id of its own when not named
+    assert s.op.name == "sum" and s.shape == (2, 1) and s.attrs == {"axis": -1, "keepdims": True}
+
+
+@pytest.mark.parametrize(("text", "code", "column"), [
+    ("x @ w @ w", "shape_mismatch", 7),
+    ("x + q", "unknown_id", 5),
+    ("x.T", "bad_expression", 1),
+    ("sum(x, axis=[0, 9])", "bad_attribute", None),
+])
+def test_an_expression_mistake_raises_the_servers_error_with_its_column(g, text, code, column):
+    g.input("x", np.ones((2, 2)))
+    g.input("w", np.ones((2, 1)))
+    with pytest.raises(E.ValidationError) as err:
+        g.expr(text, name="y")
+    assert err.value.code == code
+    if column is not None:
+        assert err.value.problem["errors"][0]["column"] == column

@@ -119,3 +119,16 @@ def test_an_example_reports_a_refusal_and_fails(server, name):
     done = run(SCRIPTS[name], server.url + "/not-here")  # every path below it is a 404
     assert done.returncode != 0
     assert "not_found" in done.stdout + done.stderr
+
+
+def test_the_readme_one_line_expr_curl_gives_the_protocol_numbers(server):
+    readme = (ROOT / "README.md").read_text()
+    line = next(x for x in readme.splitlines() if x.startswith("curl ") and '"expr"' in x)
+    done = run(["bash", "-c", line.replace("http://127.0.0.1:8000", server.url)], server.url)
+    assert done.returncode == 0, done.stderr
+    body = json.loads(done.stdout)
+    ref = reference()
+    assert list(body["outputs"]) == ["loss"] and list(body["gradients"]) == ["w", "b"]
+    np.testing.assert_allclose(body["outputs"]["loss"]["data"], ref["loss"], **F32)
+    for name in ("w", "b"):
+        np.testing.assert_allclose(body["gradients"][name]["data"], ref[name], **F32)

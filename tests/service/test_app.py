@@ -118,6 +118,62 @@ def test_the_protocol_example(app_client, example, openapi):
     assert body["warnings"] == []
     assert body["stats"]["nodes"] == 4
     assert body["stats"]["forward_ms"] >= 0 and body["stats"]["backward_ms"] >= 0
+    assert "expanded" not in body  # only with expr
+
+
+def test_the_protocol_example_as_one_expression(app_client, example, openapi):
+    del example["nodes"], example["outputs"]
+    example["expr"] = {"loss": "mean(sigmoid(x @ w + b))"}
+    body = ok(app_client.post("/v1/evaluate", json=example))
+    conforms(openapi, body, "EvaluateResponse")
+    want = example_expected()
+    assert list(body["outputs"]) == ["loss"]  # generated nodes are not default outputs
+    assert_f32(body["outputs"]["loss"], want["loss"], ())
+    assert_f32(body["gradients"]["w"], want["w"], (2, 1))
+    assert_f32(body["gradients"]["b"], want["b"], (1,))
+    assert [(n["id"], n["op"]) for n in body["expanded"]] == [
+        ("loss:1", "matmul"), ("loss:2", "add"), ("loss:3", "sigmoid"), ("loss", "mean")]
+
+
+def test_expr_and_nodes_name_each_other_and_generated_ids_can_be_asked_for(app_client, example):
+    example["nodes"] = example["nodes"][:2]  # h = x @ w, z = h + b
+    example["expr"] = {"loss": "mean(a)", "a": "sigmoid(z)", "twice": "2 * loss"}
+    example["outputs"] = ["loss", "a", "twice"]
+    example["grad"]["wrt"] = ["w", "b", "z"]
+    body = ok(app_client.post("/v1/evaluate", json=example))
+    want = example_expected()
+    assert_f32(body["outputs"]["loss"], want["loss"], ())
+    assert_f32(body["outputs"]["twice"], 2 * want["loss"], ())
+    assert_f32(body["gradients"]["w"], want["w"], (2, 1))
+    assert list(body["gradients"]) == ["w", "b", "z"]
+    example["expr"] = {"loss": "mean(sigmoid(-z))"}
+    example["outputs"], example["grad"]["wrt"] = ["loss:1"], ["loss:2"]  # neg, sigmoid
+    body = ok(app_client.post("/v1/evaluate", json=example))
+    assert [n["id"] for n in body["expanded"]] == ["loss:1", "loss:2", "loss"]
+    assert body["outputs"]["loss:1"]["shape"] == [2, 1]
+
+
+def test_shapes_lists_the_nodes_an_expr_expanded_to(app_client, example, openapi):
+    del example["nodes"], example["outputs"]
+    example["inputs"]["x"] = {"shape": [2, 2]}  # a shape alone
+    example["expr"] = {"loss": "mean(sigmoid(x @ w + b))"}
+    body = ok(app_client.post("/v1/shapes", json=example))
+    conforms(openapi, body, "ShapesResponse")
+    assert {k: (v["op"], v["shape"]) for k, v in body["nodes"].items()} == {
+        "loss:1": ("matmul", [2, 1]), "loss:2": ("add", [2, 1]), "loss:3": ("sigmoid", [2, 1]),
+        "loss": ("mean", [])}
+    assert [n["id"] for n in body["expanded"]] == ["loss:1", "loss:2", "loss:3", "loss"]
+    example["expr"] = {"loss": "mean(sigmoid(x @ b + w))"}
+    body = problem(app_client.post("/v1/shapes", json=example), 422, "shape_mismatch")
+    assert body["errors"][0]["pointer"] == "/expr/loss" and body["errors"][0]["column"] == 16
+
+
+def test_an_expr_error_carries_its_column(app_client, example, openapi):
+    example["expr"] = {"y": "sum(x, axis=\"a\")"}
+    body = problem(app_client.post("/v1/evaluate", json=example), 422, "bad_attribute")
+    conforms(openapi, body, "Problem")
+    assert body["errors"] == [{"pointer": "/expr/y", "column": 13, "detail": body["detail"]}]
+    assert "column 13" in body["detail"]
 
 
 @pytest.mark.parametrize("encoding", ["nested", "flat", "base64"])
@@ -351,7 +407,16 @@ ERRORS = [
     ("unknown encoding", {"encoding": "msgpack"}, {}, 422, "validation_error", "/encoding"),
     ("bad id", {"nodes/0/id": "0h"}, {}, 422, "validation_error", "/nodes/0/id"),
     ("data and b64", {"inputs/b/data": [CANARY]}, {}, 422, "validation_error", "/inputs/b"),
-    ("no nodes", {"nodes": DROP}, {}, 422, "validation_error", "/nodes"),
+    ("no nodes, outputs name them", {"nodes": DROP}, {}, 422, "unknown_id", "/outputs/0"),
+    ("expr that does not parse", {"expr": {"y": "exp(x"}}, {}, 422, "bad_expression",
+     "/expr/y"),
+    ("expr shapes do not align", {"expr": {"y": "exp(x @ b)"}}, {}, 422, "shape_mismatch",
+     "/expr/y"),
+    ("expr names an unknown id", {"expr": {"y": "exp(x) + q"}}, {}, 422, "unknown_id",
+     "/expr/y"),
+    ("expr too long", {"expr": {"y": "x+" * 5001}}, {}, 413, "expression_too_large", "/expr/y"),
+    ("expr key off the id pattern", {"expr": {"0y": "exp(x)"}}, {}, 422, "validation_error",
+     "/expr/0y"),
     ("number where the op takes none", {"nodes/0/args": ["x", 2]}, {}, 422,
      "validation_error", "/nodes/0/args/1"),
     ("too many elements in an input", {}, {"max_elements": 3}, 413, "tensor_too_large",

@@ -301,7 +301,7 @@ CASES = [
     post("extra seed member", put("/grad", {"of": "loss", "seed": data(1.0, url="x")}), 422,
          "validation_error"),
     post("inputs a list", put("/inputs", [X]), 422, "validation_error"),
-    post("nodes missing", drop("/nodes"), 422, "validation_error"),
+    post("nodes missing, outputs name them", drop("/nodes"), 422, "unknown_id"),
     # -- sizes, refused from shapes ---------------------------------------------------------
     post("shape with 2^32 dims", put("/inputs/x", {"shape": [2**32, 2**32], "data": [1]}), 413,
          "tensor_too_large"),
@@ -316,6 +316,27 @@ CASES = [
     post("four 4096^3 matmuls", flops_chain, 413, "graph_too_large"),
     post("200,001 nodes", many_nodes, 413, "graph_too_large"),
     post("a 2^25-element nested response", huge_response, 413, "response_too_large"),
+    # -- expressions (PROTOCOL.md §12): refused in milliseconds at /expr/KEY ----------------
+    *(post(f"expr: {name}", put("/expr", {"y": text}), status, code)
+      for name, text, status, code in [
+        ("attribute access", "x.__class__.__bases__", 422, "bad_expression"),
+        ("lambda", "(lambda: x)()", 422, "bad_expression"),
+        ("comprehension", "[exp(a) for a in x]", 422, "bad_expression"),
+        ("a call of a builtin", "__import__('os')", 422, "unknown_op"),
+        ("a call of a method", "__import__('os').system('true')", 422, "bad_expression"),
+        ("a call of a call", "exp(x)(x)", 422, "bad_expression"),
+        ("9**9**9 tower", "x ** 9**9**9**9", 422, "bad_expression"),
+        ("100,000 characters", "x+" * 50_000, 413, "expression_too_large"),
+        ("10,000 nested parentheses", "(" * 10_000 + "x" + ")" * 10_000, 413,
+         "expression_too_large"),
+        ("9,999 unary minus", "-" * 9_999 + "x", 422, "bad_expression"),
+        ("4,000 terms", "+".join(["x"] * 4_000), 422, "bad_expression"),
+        ("a 5,000-digit literal", "x * " + "9" * 5_000, 422, "bad_expression"),
+        ("a null byte", "x\0", 422, "bad_expression"),
+    ]),
+    post("expr: a key that is an input", put("/expr", {"x": "exp(w)"}), 422, "bad_expression"),
+    post("expr: 200,001 keys", lambda ex: {"inputs": {"x": X}, "expr": {
+        f"k{i}": "exp(x)" for i in range(200_001)}}, 413, "graph_too_large"),
     # -- API keys (an app with one key) -----------------------------------------------------
     post("no Authorization", lambda ex: ex, 401, "unauthorized", keyed=True),
     post("wrong key", lambda ex: ex, 401, "unauthorized", keyed=True,

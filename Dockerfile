@@ -26,6 +26,9 @@ WORKDIR /app
 COPY autograd autograd
 COPY service service
 COPY client client
+# The example models; mount a folder over it (docker-compose.yml does) to serve others.
+COPY models models
+ENV GRADSERVE_MODELS_DIR=/app/models
 # Numeric, so that Kubernetes' runAsNonRoot can check it.
 USER 10001:10001
 EXPOSE 8000

@@ -20,6 +20,8 @@ $(VENV)/.stamp-base: pyproject.toml
 
 serve: $(VENV)/.stamp-base
 	exec $(BIN)/gunicorn --config service/gunicorn.conf.py service.wsgi:app
+# The example models (models/*.json) unless GRADSERVE_MODELS_DIR names another folder.
+serve: export GRADSERVE_MODELS_DIR ?= models
 
 test: $(VENV)/.stamp-test
 	$(BIN)/python -m pytest -q
@@ -34,6 +36,7 @@ bench: $(VENV)/.stamp-bench
 	$(if $(BENCH_TORCH),$(BIN)/python -m pip install -q '$(BENCH_TORCH)' || echo "$(BENCH_TORCH) not installed: bench/engine.py runs without its torch column")
 	$(BIN)/python bench/engine.py $(BENCH_ARGS)
 	$(BIN)/python bench/http.py $(BENCH_ARGS)
+	$(BIN)/python bench/interop.py $(if $(findstring --quick,$(BENCH_ARGS)),--quick)
 
 # Rewrite README.md's generated tables (ops, error codes, settings).
 docs: $(VENV)/.stamp-base

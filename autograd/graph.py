@@ -40,6 +40,7 @@ from .shapes import Shape, extent, size
 from .tensor import Tensor, as_dtype, backprop, constant, initial_grad
 
 ID = re.compile(r"[A-Za-z_][A-Za-z0-9_.:-]{0,127}")
+MAX_RANK = 32  # of any tensor
 
 
 @dataclass(frozen=True)
@@ -179,6 +180,11 @@ class Plan:
     def shape_of(self, name: str) -> Shape:
         return self.tensors[name].shape
 
+    @property
+    def tensor_count(self) -> int:
+        """How many tensors the plan holds (what a cache of plans weighs it by)."""
+        return len(self.tensors)
+
     def returned(self) -> dict:
         """The shape of every tensor a run returns, by response member."""
         return specs.returned(self)
@@ -196,7 +202,9 @@ class Plan:
     def _parse(self, nodes) -> tuple[list[Step], list[tuple[int, int, str]]]:
         """Check each node on its own; list the args that name an id not defined before."""
         steps, seen, pending = [], set(self.inputs), []
-        literals: dict = {}  # one constant per distinct number (and its type: 2 is not 2.0)
+        # one constant per distinct number, by its type and spelling: 2 is not 2.0, and -0.0
+        # is not 0.0 (1 / -0.0 is -Infinity), though Python holds them equal
+        literals: dict = {}
         for i, node in enumerate(nodes):
             if not hasattr(node, "get"):
                 raise AutogradError(f"node {i} must be an object", path=("nodes", i))
@@ -225,9 +233,9 @@ class Plan:
                     if a not in seen:
                         pending.append((i, j, a))
                 elif is_number(a) and j in op.numbers:
-                    cid = literals.get((type(a), a))
+                    cid = literals.get((type(a), repr(a)))
                     if cid is None:  # "#k": no id a client can send looks like this
-                        cid = literals[type(a), a] = f"#{len(literals)}"
+                        cid = literals[type(a), repr(a)] = f"#{len(literals)}"
                         self.tensors[cid] = constant(a, self.dtype)
                     ids.append(cid)
                 else:
@@ -261,6 +269,10 @@ class Plan:
                                context=f"node {s.id!r} ({op.name})") from None
             if max_elements is not None and extent(out) > max_elements:
                 _check_elements(out, limits, ("nodes", s.index), f"node {s.id!r} ({op.name})")
+            if len(out) > MAX_RANK:  # NumPy stops at 64 dimensions; requests at 32
+                raise ShapeMismatch(f"node {s.id!r} ({op.name}) would have rank {len(out)}; "
+                                    f"the most is {MAX_RANK}", path=("nodes", s.index),
+                                    node=s.id)
             s.forward = op.bind_forward(s.attrs)
             s.tensor = tensors[s.id] = Tensor._node(op, parents, s.attrs, (False,) * len(parents),
                                                     out, dt, s.id)

@@ -107,6 +107,10 @@ class VmapPlan:
     def steps(self):
         return self.plan.steps
 
+    @property
+    def tensor_count(self) -> int:
+        return self.plan.tensor_count + self.example.tensor_count
+
     def shape_of(self, name: str) -> tuple:
         return (self.size, *self.example.tensors[name].shape)
 

@@ -11,7 +11,9 @@ answers the posted JSON parsed and written again with orjson. Then:
       else a multi-process Python client) in alternating rounds: req/s, p50, p99;
   (c) a 2048x2048 float32 tensor (4M elements) through `neg`, nested JSON vs base64
       in both directions, timed end to end by a Python client (array in, array out),
-      against base64 decoding plus encoding the same bytes in-process.
+      against base64 decoding plus encoding the same bytes in-process;
+  (d) one client posting the §1 example 1,000 times in a loop, on a new connection per call
+      and on one kept-alive connection: per-call latency.
 Traffic goes to 127.0.0.1 only. Issue 7's targets 3 and 4 are printed as PASS/MISS.
 """
 
@@ -255,7 +257,55 @@ def report_throughput(title: str, res: dict[str, dict], targets: bool) -> list[s
     return out
 
 
-# ---- (d): many input sets in one request -------------------------------------------------
+# ---- (d): one client in a loop, with and without keep-alive ------------------------------
+
+def call_loop(url: str, body: bytes, calls: int, keep_alive: bool) -> list[float]:
+    """Seconds per call of `calls` sequential POSTs: on one kept-alive connection, or on a new
+    connection per call (Connection: close, as every call was with v1's sync workers)."""
+    u = requests.utils.urlparse(url)
+    headers = {"Content-Type": "application/json"}
+    if not keep_alive:
+        headers["Connection"] = "close"
+    conn = http.client.HTTPConnection(u.hostname, u.port, timeout=30)
+    times = []
+    for _ in range(calls):
+        t0 = time.perf_counter()
+        conn.request("POST", u.path, body, headers)
+        r = conn.getresponse()
+        r.read()
+        times.append(time.perf_counter() - t0)
+        if r.status != 200:
+            sys.exit(f"keep-alive loop: {r.status} {r.read()[:300]}")
+        if r.will_close:
+            conn.close()  # http.client reconnects on the next request
+    conn.close()
+    return times
+
+
+def bench_keepalive(servers: dict, body: bytes, calls: int) -> list[str]:
+    """Both ways in 4 alternating rounds per server, calls / 4 each: a busy neighbour slows
+    both alike."""
+    rows, medians = [], {}
+    for key in ("echo", "gradserve"):
+        call_loop(servers[key].url, body, 50, True)  # warm both workers' paths
+        runs: dict[bool, list[float]] = {False: [], True: []}
+        for r in range(4):
+            for keep in (False, True) if r % 2 == 0 else (True, False):
+                runs[keep] += call_loop(servers[key].url, body, calls // 4, keep)
+        for keep in (False, True):
+            t = sorted(runs[keep])
+            medians[key, keep] = statistics.median(t)
+            rows.append((f"{key}, {'kept alive' if keep else 'new connection per call'}",
+                         f"{statistics.median(t) * 1e3:.3f}",
+                         f"{t[int(len(t) * 0.99)] * 1e3:.3f}", f"{sum(t):.2f}"))
+    g = medians["gradserve", False] / medians["gradserve", True]
+    return [f"(d) one client, {calls:,} sequential calls of the §1 example ({len(body)} bytes), "
+            "http.client, with and without keep-alive",
+            table(("loop", "p50 ms", "p99 ms", "total s"), rows, (42, 9, 9, 9)),
+            f"  gradserve per-call latency, new connection / kept alive: {g:.2f}x"]
+
+
+# ---- (e): many input sets in one request -------------------------------------------------
 
 VMAP_B = 1000
 
@@ -268,7 +318,7 @@ def bench_vmap(server, small: bytes, tmp: Path, rounds: int, seconds: float, loa
     per_request, batched = one["gradserve"]["rps"], many["gradserve"]["rps"] * VMAP_B
     rows = [("one request per evaluation", f"{per_request:,.0f}", "1.00"),
             (f"vmap, {VMAP_B:,} per request", f"{batched:,.0f}", f"{batched / per_request:.1f}")]
-    return [f"(d) the §1 example, evaluations per second, gradients included ({len(body):,} "
+    return [f"(e) the §1 example, evaluations per second, gradients included ({len(body):,} "
             f"bytes per vmap request)",
             table(("case", "evals/s", "x one"), rows, (34, 12, 9)),
             verdict(f"vmap over {VMAP_B:,} input sets vs one request each (issue 15)",
@@ -397,8 +447,9 @@ def main() -> None:
                     help="load generator: wrk (installed from apt if allowed), python, or auto")
     ap.add_argument("--no-install", dest="install", action="store_false",
                     help="never apt-get install wrk")
-    ap.add_argument("--only", default="small,chain,vmap,big",
-                    help="comma-separated sections: small (a), chain (b), vmap (d), big (c)")
+    ap.add_argument("--only", default="small,chain,keepalive,vmap,big",
+                    help="comma-separated sections: small (a), chain (b), keepalive (d), "
+                         "vmap (e), big (c)")
     args = ap.parse_args()
     seconds = args.seconds or (2 if args.quick else 3)
     rounds = args.rounds or (1 if args.quick else 3)
@@ -437,6 +488,8 @@ def main() -> None:
                 print("\n" + "\n".join(report_throughput(
                     f"(b) a 1,000-node graph (elementwise chain on shape (8,), forward+backward;"
                     f" {len(body):,} bytes): POST to each server", res, False)), flush=True)
+            if "keepalive" in only:
+                print("\n" + "\n".join(bench_keepalive(servers, small, 1000)), flush=True)
             if "vmap" in only:
                 print("\n" + "\n".join(bench_vmap(servers["gradserve"], small, tmp, rounds,
                                                    seconds, load)), flush=True)

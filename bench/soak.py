@@ -66,10 +66,14 @@ def send(port: int, case: Case | None, payload: bytes | None) -> tuple[int, str 
             conn.request("POST", "/v1/evaluate", payload, {"Content-Type": "application/json",
                                                           "Authorization": f"Bearer {KEY}"})
         else:
-            conn.putrequest(case.method, case.path, skip_accept_encoding=True)
+            host = case.environ.get("HTTP_HOST")
+            conn.putrequest(case.method, case.environ.get("PATH_INFO", case.path),
+                            skip_host=host is not None, skip_accept_encoding=True)
+            if host is not None:
+                conn.putheader("Host", host)
             for k, v in _headers(case).items():
                 conn.putheader(k, v)
-            unknown = set(case.environ) - {"CONTENT_LENGTH"}
+            unknown = set(case.environ) - {"CONTENT_LENGTH", "PATH_INFO", "HTTP_HOST"}
             assert not unknown, f"{case.name}: cannot send environ {unknown} over HTTP"
             declared = case.environ.get("CONTENT_LENGTH")  # a length whose body is never sent
             conn.putheader("Content-Length", declared or str(len(payload or b"")))

@@ -33,12 +33,13 @@ from .errors import (
 )
 from .graph import Graph, Node
 from .local import LocalClient
+from .model import Model
 from .result import Result, Shapes
 from .session import BaseClient, Client
 
 __all__ = [
     "BadRequestError", "BaseClient", "Client", "ConnectError", "DeadlineError", "Graph",
-    "GradserveError", "LocalClient", "NetworkError", "Node", "OverloadedError",
+    "GradserveError", "LocalClient", "Model", "NetworkError", "Node", "OverloadedError",
     "ReadTimeoutError", "Result", "ServerError", "Shapes", "TooLargeError", "UnauthorizedError",
     "ValidationError", "ops",
 ]

@@ -123,9 +123,12 @@ def pointer(path) -> str:
 
 
 def from_engine(e) -> GradserveError:
-    """An `autograd.AutogradError` as the error the server would have answered with."""
+    """An `autograd.AutogradError` as the error the server would have answered with, body and
+    all (tests/client/test_client_errors.py holds the two equal, error class by class)."""
     status = ENGINE_STATUS.get(e.code, 422)
-    entry = {"pointer": pointer(e.path), "detail": e.detail}
+    ids = getattr(e, "ids", None)  # a CycleError names the ids around the cycle
+    entry = {"pointer": pointer(e.path),
+             "detail": f"cycle through {', '.join(ids)}" if ids else e.detail}
     if getattr(e, "column", None) is not None:  # in an expression
         entry["column"] = e.column
     return error_class(status)(problem(status, e.code, e.detail, [entry]))

@@ -13,11 +13,14 @@ server runs offline unchanged, and local and remote results can be compared.
 from __future__ import annotations
 
 import binascii
+import json
 import time
+from pathlib import Path
 
 import numpy as np
 
-from autograd import DTYPES, OPS, AutogradError, Leaf, Limits, evaluate, plan
+from autograd import DTYPES, OPS, AutogradError, Leaf, Limits, Plan, evaluate, plan
+from autograd.expr import expand
 from autograd.shapes import extent
 
 from . import codec
@@ -34,8 +37,10 @@ class LocalClient(BaseClient):
 
     url = "local:"
 
-    def __init__(self, *, limits: Limits | None = None, deadline_s: float | None = None):
+    def __init__(self, *, limits: Limits | None = None, deadline_s: float | None = None,
+                 models_dir: str | Path | None = None):
         self.limits, self.deadline_s = limits, deadline_s
+        self._models = _load_models(Path(models_dir)) if models_dir else {}
 
     def __repr__(self) -> str:
         return "Client.local()"
@@ -52,6 +57,17 @@ class LocalClient(BaseClient):
                     "encodings": ["nested", "flat", "base64"], "limits": {}}
         if route == ("GET", "/v1/ops"):
             return {"ops": [op.describe() for op in OPS.values()]}
+        if route == ("GET", "/v1/models"):
+            return {"models": [m.info for m in self._models.values()]}
+        parts = path.split("/")  # "", "v1", "models", NAME[, "evaluate"]
+        if parts[:3] == ["", "v1", "models"] and len(parts) in (4, 5):
+            model = self._models.get(parts[3])
+            if model is None:
+                raise error_class(404)(problem(404, "unknown_model", f"no model {parts[3]!r}"))
+            if method.upper() == "GET" and len(parts) == 4:
+                return model.info
+            if method.upper() == "POST" and parts[4:] == ["evaluate"]:
+                return self.evaluate_json(model.request(json)).body
         raise error_class(404)(problem(404, "not_found", f"no local endpoint {method} {path}"))
 
     def evaluate_json(self, body: dict) -> Result:
@@ -168,6 +184,46 @@ def _dtype(body: dict) -> str:
         raise ValidationError(problem(422, "validation_error",
                                       f"dtype must be one of {list(DTYPES)}"))
     return dtype
+
+
+class _LocalModel:
+    """A model file, as the server would serve it (PROTOCOL.md §10)."""
+
+    def __init__(self, name: str, doc: dict):
+        self.doc, self.dtype = doc, doc.get("dtype", "float64")
+        shapes = {k: tuple(i["shape"]) for k, i in doc["inputs"].items()}
+        leaves = {k: Leaf(s, True) for k, s in shapes.items()}
+        for k, t in doc.get("constants", {}).items():
+            leaves[k] = Leaf(_decode(t, self.dtype, ("constants", k)).shape)
+        try:
+            self.nodes = list(expand(doc.get("nodes", []), doc.get("expr"), leaves))
+            plan = Plan(self.nodes, leaves, outputs=doc.get("outputs"), dtype=self.dtype)
+        except AutogradError as e:
+            raise from_engine(e) from None
+        self.outputs = plan.outputs
+        self.info = {"name": name, "description": doc.get("description", ""),
+                     "dtype": self.dtype,
+                     "inputs": [{"name": k, "shape": list(s)} for k, s in shapes.items()],
+                     "outputs": [{"name": k, "shape": list(plan.shapes[k])}
+                                 for k in plan.outputs]}
+
+    def request(self, body: dict) -> dict:
+        """The /v1/evaluate body this model evaluate stands for."""
+        sent = body.get("inputs", {})
+        unknown = set(sent) - set(self.doc["inputs"])
+        missing = set(self.doc["inputs"]) - set(sent)
+        if unknown or missing:
+            raise ValidationError(problem(422, "unknown_id" if unknown else "validation_error",
+                                          f"the model's inputs are {list(self.doc['inputs'])}"))
+        inputs = {**self.doc.get("constants", {}),
+                  **{k: {**t, "requires_grad": True} for k, t in sent.items()}}
+        return {"outputs": self.outputs, **body, "inputs": inputs, "nodes": self.nodes,
+                "dtype": self.dtype}
+
+
+def _load_models(folder: Path) -> dict[str, _LocalModel]:
+    return {f.stem: _LocalModel(f.stem, json.loads(f.read_text()))
+            for f in sorted(folder.glob("*.json"))}
 
 
 def _decode(t: dict, dtype: str, where: tuple):

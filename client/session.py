@@ -37,6 +37,7 @@ from .errors import (
     raise_problem,
 )
 from .graph import Graph, Node, listed
+from .model import Model
 from .result import Result, Shapes
 
 try:
@@ -74,6 +75,14 @@ class BaseClient(abc.ABC):
     def ops(self) -> list[dict]:
         """GET /v1/ops: every op, its arity, attributes and formulas."""
         return self.request("GET", "/v1/ops")["ops"]
+
+    def models(self) -> list[dict]:
+        """GET /v1/models: every model the server holds, its inputs and outputs."""
+        return self.request("GET", "/v1/models")["models"]
+
+    def model(self, name: str) -> Model:
+        """A model stored with the server, to call with NumPy arrays (client/model.py)."""
+        return Model(self, self.request("GET", f"/v1/models/{name}"))
 
     def evaluate(self, *outputs, grad_of=None, wrt=None, seed=None, batch: bool = False,
                  jvp: dict | None = None, hvp: dict | None = None, jacobian: dict | None = None,

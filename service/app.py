@@ -2,16 +2,29 @@
 
 from __future__ import annotations
 
+import binascii
 import hmac
 import importlib.metadata
 import logging
+import time
 from dataclasses import dataclass, field
 
+import pybase64
 from flask import Flask, Response, current_app, request
 
 from autograd import DTYPES, OPS
 
-from . import codec, errors, observability, openapi, pages, shedding
+from . import (
+    codec,
+    errors,
+    models,
+    observability,
+    openapi,
+    pages,
+    shedding,
+    tesseract,
+    umbridge,
+)
 from . import evaluate as evaluation
 from .config import Settings
 from .errors import ApiError
@@ -44,9 +57,11 @@ class Runtime:
     draining: bool = False
     listeners: tuple = ()  # the listening sockets, set in each gunicorn worker (shedding)
     plans: PlanCache = field(init=False)
+    models: dict = field(init=False)  # name -> models.Model, loaded and planned at start
 
     def __post_init__(self):
-        self.plans = PlanCache(self.settings.plan_cache, self.settings.max_nodes)
+        self.plans = PlanCache(self.settings.plan_cache, self.settings.plan_cache_bytes)
+        self.models = models.load(self.settings.models_dir, self.settings, self.plans)
 
 
 def runtime() -> Runtime:
@@ -61,15 +76,16 @@ def json_response(obj, status: int = 200) -> Response:
 
 def evaluate():
     rt = runtime()
-    req = EvaluateRequest.model_validate(_graph_body(rt))
-    body = evaluation.evaluate(req, rt.settings, rt.plans)
+    deadline = time.monotonic() + rt.settings.deadline_s  # reading and validating count too
+    req = evaluation.validate(_graph_body(rt), rt.settings)
+    body = evaluation.evaluate(req, rt.settings, rt.plans, deadline)
     request.environ[observability.NODES] = body["stats"]["nodes"]  # for the log line, metrics
     return json_response(body)
 
 
 def shapes():
     rt = runtime()
-    req = ShapesRequest.model_validate(_graph_body(rt), context={"shapes": True})
+    req = evaluation.validate(_graph_body(rt), rt.settings, ShapesRequest, {"shapes": True})
     return json_response(evaluation.shapes(req, rt.settings))
 
 
@@ -85,12 +101,22 @@ def _graph_body(rt: Runtime) -> dict:
 
 
 def _body() -> bytes:
-    """The request body, in one read when its length is known (the guard has checked it):
-    werkzeug's chunked read takes ~60 ms for a 22 MB base64 body, one read a few."""
+    """The request body, in one read (the guard has checked a declared length): werkzeug's
+    chunked read takes ~60 ms for a 22 MB base64 body, one read a few. A chunked body is read
+    to one byte past the limit, so that a longer one is refused, never cut and evaluated."""
     length = request.content_length
-    if length is None:  # chunked: werkzeug reads it, enforcing MAX_CONTENT_LENGTH
-        return request.get_data(cache=False)
-    body = request.environ["wsgi.input"].read(length)
+    limit = runtime().settings.max_body_bytes
+    try:
+        body = request.environ["wsgi.input"].read(limit + 1 if length is None else length)
+    except MemoryError:
+        raise
+    except Exception as e:  # the server's chunk parser (gunicorn's raises its own types)
+        raise ApiError(400, "bad_request", f"the body could not be read: {e}") from None
+    if length is None:
+        if len(body) > limit:
+            raise ApiError(413, "body_too_large", f"the chunked body passes {limit:,} bytes, "
+                           "the limit", headers={"Connection": "close"})
+        return body
     if len(body) < length:
         raise ApiError(400, "malformed_json", f"the body ended after {len(body):,} of "
                        f"{length:,} bytes")
@@ -146,28 +172,44 @@ ROUTES = [
           media="text/html", auth=False),
     Route("GET", "/docs", pages.docs, "Interactive documentation of this document", None,
           media="text/html", auth=False),
+    *models.ROUTES,
+    *umbridge.ROUTES,
+    *tesseract.ROUTES,
 ]
 _BY_ENDPOINT = {r.view.__name__: r for r in ROUTES}
+# What the guard assumes of a view missing from ROUTES: keyed, and a JSON body if one is sent.
+_UNLISTED = {True: Route("POST", "", None, "", None, request=EvaluateRequest),
+             False: Route("GET", "", None, "", None)}
+
+
+def _sends_body() -> bool:
+    return (request.method not in ("GET", "HEAD") or bool(request.content_length)
+            or "chunked" in request.headers.get("Transfer-Encoding", "").lower())
 
 
 # ---- the guard every request passes ------------------------------------------------------
 
 def _guard():
-    """Auth, then body size from Content-Length, then media type: all before reading."""
-    route = _BY_ENDPOINT.get(request.endpoint)
-    if route is None:
+    """Auth, then body size from Content-Length, then media type: all before reading. A view
+    that is not in ROUTES gets every check (fails closed)."""
+    if request.routing_exception is not None:
         return None  # werkzeug answers 404/405, through the one error handler
+    route = _BY_ENDPOINT.get(request.endpoint) or _UNLISTED[_sends_body()]
+    request.environ[observability.ROUTE] = route.path
     rt = runtime()
     settings = rt.settings
     if route.auth and settings.api_keys and not _authorized(settings.api_keys):
-        raise ApiError(401, "unauthorized", "send Authorization: Bearer <key>",
+        raise ApiError(401, "unauthorized", "send Authorization: Bearer <key> (or the key as "
+                       "the password of HTTP Basic auth)",
                        headers={"WWW-Authenticate": 'Bearer realm="gradserve"'})
-    if route.request is not None:
+    if route.request is not None or route.any_media:
         shedding.check(rt.listeners, settings.max_queue)
         length = request.content_length
         if length is not None and length > settings.max_body_bytes:
             raise ApiError(413, "body_too_large", f"the body has {length:,} bytes; the limit "
                            f"is {settings.max_body_bytes:,}")
+        if route.any_media:
+            return None
         if request.mimetype != "application/json" and not request.mimetype.endswith("+json"):
             sent = request.mimetype or "none"
             raise ApiError(415, "unsupported_media_type",
@@ -176,22 +218,33 @@ def _guard():
 
 
 def _authorized(keys: tuple[str, ...]) -> bool:
+    """A bearer key, or a key as the password of HTTP Basic auth: clients that take only a
+    URL (UM-Bridge's, Tesseract's) send one as http://:KEY@host/."""
     scheme, _, token = request.headers.get("Authorization", "").partition(" ")
-    token = token.strip().encode()
+    scheme, token = scheme.lower(), token.strip().encode()
+    if scheme == "basic":
+        try:
+            token = pybase64.b64decode(token, validate=True).partition(b":")[2]
+        except (binascii.Error, ValueError):
+            return False
     ok = False
     for key in keys:  # every key compared, in constant time each
         ok |= hmac.compare_digest(token, key.encode())
-    return ok and scheme.lower() == "bearer"
+    return ok and scheme in ("bearer", "basic")
 
 
 # ---- the factory ------------------------------------------------------------------------
 
 def create_app(settings: Settings | None = None) -> Flask:
     settings = settings or Settings()
-    app = Flask("gradserve")
+    app = Flask("gradserve", static_folder=None)
+    # No redirects: werkzeug's would merge slashes into a Location built from the Host header.
+    app.url_map.merge_slashes = False
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     app.extensions["gradserve"] = Runtime(settings)
     errors.init_app(app)
+    errors.use_format(app, umbridge.PREFIX, umbridge.error_response)
+    errors.use_format(app, tesseract.PREFIX, tesseract.error_response)
     observability.init_app(app, settings.log_level, [r.path for r in ROUTES])
     for r in ROUTES:
         # no automatic OPTIONS: it would pass the guard as the route's method and get a 415

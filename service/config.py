@@ -27,6 +27,10 @@ class Settings(BaseSettings):
         (), description="comma-separated bearer keys; empty serves without authentication")
     max_body_bytes: int = Field(256 * MiB, ge=1024, description="largest request body")
     max_nodes: int = Field(200_000, ge=1, description="most nodes in one graph")
+    max_items: int = Field(
+        100_000, ge=1, description="most inputs, outputs or grad.wrt ids in one request; "
+        "counted before anything is validated")
+    max_errors: int = Field(20, ge=1, description="validation errors reported in one answer")
     max_elements: int = Field(2**25, ge=1, description="most elements in any one tensor")
     max_total_bytes: int = Field(4 * GiB, ge=MiB,
                                  description="most bytes of tensors alive at once, per evaluation")
@@ -40,9 +44,20 @@ class Settings(BaseSettings):
     plan_cache: int = Field(
         64, ge=0, description="plans each worker keeps for graphs sent again (new values, same "
         "structure); 0 = plan every request")
+    plan_cache_bytes: int = Field(
+        256 * MiB, ge=0, description="most memory those plans may hold, estimated, per worker")
+    request_timeout_s: float = Field(
+        60.0, gt=0, description="a request must arrive in full this long after its first byte "
+        "(else 408); idle kept-alive connections close after 5 s")
+    max_buffered_bytes: int = Field(
+        512 * MiB, ge=MiB, description="request bytes one worker holds while they arrive; past "
+        "it, uploads get 429")
     drain_s: float = Field(0.0, ge=0,
                            description="after SIGTERM, keep serving with /readyz at 503 this long")
     log_level: str = Field("info", description="debug, info, warning or error")
+    models_dir: str = Field(
+        "", description="folder of model files NAME.json, loaded and checked at start "
+        "(PROTOCOL.md §10); empty serves no models")
 
     @field_validator("api_keys", mode="before")
     @classmethod

@@ -11,7 +11,7 @@ import logging
 from http import HTTPStatus
 
 import orjson
-from flask import Flask, Response
+from flask import Flask, Response, request
 from pydantic import ValidationError
 from werkzeug.exceptions import HTTPException
 
@@ -43,6 +43,7 @@ CODES = {
     "malformed_json": (400, "the body is not strict JSON, or not a JSON object"),
     "unauthorized": (401, "API keys are configured and no valid bearer key was sent"),
     "not_found": (404, "no such endpoint"),
+    "unknown_model": (404, "no model of that name; GET /v1/models lists them"),
     "method_not_allowed": (405, "the endpoint does not take this method"),
     "body_too_large": (413, "the body is larger than max_body_bytes"),
     "graph_too_large": (413, "nodes, peak tensor bytes or FLOPs over the limits"),
@@ -66,6 +67,9 @@ CODES = {
     "overloaded": (429, "every worker is busy and the queue is full; retry after Retry-After"),
     "not_ready": (503, "the server is starting or draining"),
     "deadline_exceeded": (504, "the evaluation ran past deadline_s and was stopped"),
+    "request_timeout": (408, "the request did not arrive in full within request_timeout_s"),
+    "uri_too_long": (414, "the request line is longer than the server reads"),
+    "header_too_large": (431, "too many header fields, or one too large"),
     "internal": (500, "a bug; never the answer to anything a client sends"),
 }
 
@@ -97,14 +101,17 @@ def from_engine(e: AutogradError) -> ApiError:
     return ApiError(status, e.code, e.detail, errors)
 
 
-def from_validation(e: ValidationError) -> ApiError:
+def from_validation(e: ValidationError, limit: int = 20, count: int | None = None) -> ApiError:
+    """At most `limit` pointers: 200,000 bad nodes must not make a 34 MB answer. `count`: how
+    many errors there are in all, when `e` holds only the first ones."""
     errors = []
-    for err in e.errors(include_url=False, include_input=False, include_context=False):
+    for err in e.errors(include_url=False, include_input=False, include_context=False)[:limit]:
         loc = [p for p in err["loc"] if p != "[key]"]
         errors.append({"pointer": pointer(loc), "detail": err["msg"]})
     first = errors[0] if errors else {"pointer": "", "detail": "invalid"}
     where = f" at {first['pointer']}" if first["pointer"] else ""
-    more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+    count = count or e.error_count()
+    more = f" (and {count - 1:,} more)" if count > 1 else ""
     return ApiError(422, "validation_error", f"{first['detail']}{where}{more}", errors)
 
 
@@ -124,12 +131,26 @@ def problem(err: ApiError) -> Response:
     return Response(orjson.dumps(body), status=err.status, mimetype=PROBLEM, headers=err.headers)
 
 
+FORMATS = "gradserve.error_formats"
+
+
 def init_app(app: Flask) -> None:
-    """One handler for everything: ours, the engine's, pydantic's, werkzeug's, and bugs."""
+    """One handler for everything: ours, the engine's, pydantic's, werkzeug's, and bugs;
+    written as problem+json, or in the format of the protocol whose prefix the path has."""
+    app.extensions[FORMATS] = {}
 
     @app.errorhandler(Exception)
     def handle(e: Exception):
-        return problem(to_api_error(e))
+        err = to_api_error(e)
+        for prefix, render in app.extensions[FORMATS].items():
+            if request.path.startswith(prefix):
+                return render(err)
+        return problem(err)
+
+
+def use_format(app: Flask, prefix: str, render) -> None:
+    """Errors on paths under `prefix` are written by `render(ApiError) -> Response`."""
+    app.extensions[FORMATS][prefix] = render
 
 
 def to_api_error(e: Exception) -> ApiError:

@@ -13,13 +13,14 @@ from collections.abc import Callable
 
 import numpy as np
 import orjson
+from pydantic import ValidationError
 
 from autograd import AutogradError, Leaf, Limits, Plan, nonfinite, plan
 from autograd.expr import expand
 
 from . import codec
 from .config import Settings
-from .errors import ApiError
+from .errors import ApiError, from_validation, pointer
 from .plans import PlanCache
 from .schemas import EvaluateRequest
 
@@ -27,6 +28,55 @@ from .schemas import EvaluateRequest
 def limits(settings: Settings) -> Limits:
     return Limits(max_nodes=settings.max_nodes, max_elements=settings.max_elements,
                   max_total_bytes=settings.max_total_bytes, max_flops=settings.max_flops)
+
+
+# The lists of a request body, by pointer, that no model is made of past their limit (the
+# nodes are counted by the app, against max_nodes).
+COUNTED = [("inputs",), ("outputs",), ("grad", "wrt"), ("jvp", "of"), ("jvp", "tangents"),
+           ("hvp", "wrt"), ("hvp", "tangents"), ("jacobian", "of"), ("jacobian", "wrt"),
+           ("vmap", "inputs")]
+
+
+def validate(doc: dict, settings: Settings, model=EvaluateRequest, context=None):
+    """The request model of a parsed body, its lists counted first: pydantic allocates per
+    item in native code, where the worker's memory cap would end the process. At most
+    max_errors validation errors are reported."""
+    for path in COUNTED:
+        value = doc
+        for key in path:
+            value = value.get(key) if isinstance(value, dict) else None
+        if isinstance(value, list | dict) and len(value) > settings.max_items:
+            detail = f"{len(value):,} items; the limit is {settings.max_items:,} (max_items)"
+            raise ApiError(413, "graph_too_large", f"{pointer(path)}: {detail}",
+                           [{"pointer": pointer(path), "detail": detail}])
+    try:
+        return model.model_validate(doc, context=context)
+    except ValidationError as e:
+        first = _first_errors(doc, e, settings.max_errors, model, context)
+        raise from_validation(first, settings.max_errors, e.error_count()) from None
+
+
+def _first_errors(doc: dict, e: ValidationError, limit: int, model, context) -> ValidationError:
+    """The same first errors, from a short prefix of `nodes` when there are many: turning
+    600,000 errors into dicts takes 2 s, and each node is validated on its own, so the body
+    with its first k nodes has the same first errors."""
+    nodes = doc.get("nodes")
+    k = limit
+    while e.error_count() > limit and isinstance(nodes, list) and k < len(nodes):
+        try:
+            model.model_validate({**doc, "nodes": nodes[:k]}, context=context)
+        except ValidationError as shorter:
+            if shorter.error_count() >= limit:
+                return shorter
+        k *= 4
+    return e
+
+
+def _check_deadline(deadline: float) -> None:
+    """Reading, validating, decoding and planning count: a refusal by size comes first."""
+    if time.monotonic() > deadline:
+        raise ApiError(504, "deadline_exceeded", "the deadline passed before the evaluation "
+                       "started (reading, validating and planning the request)")
 
 
 class Tensors:
@@ -78,9 +128,12 @@ class Tensors:
             raise self.nodes.locate(e) from None
 
 
-def evaluate(req: EvaluateRequest, settings: Settings, plans: PlanCache) -> dict:
-    """The response body for a validated request; `plans` holds the worker's plans."""
-    deadline = time.monotonic() + settings.deadline_s
+def evaluate(req: EvaluateRequest, settings: Settings, plans: PlanCache,
+             deadline: float | None = None) -> dict:
+    """The response body for a validated request; `plans` holds the worker's plans. The
+    deadline, when given, was set when the request arrived."""
+    if deadline is None:
+        deadline = time.monotonic() + settings.deadline_s
     dtype = np.dtype(req.dtype)
 
     def read(t, where):
@@ -88,9 +141,10 @@ def evaluate(req: EvaluateRequest, settings: Settings, plans: PlanCache) -> dict
 
     tensors = Tensors(req, read, settings.max_nodes)
     # everything a plan depends on; the nodes as their JSON (2 and 2.0 differ there too)
-    key = (orjson.dumps(tensors.nodes), tuple(tensors.leaves().items()),
-           _frozen(tensors.plan_args()))
-    planned = plans.get(key, lambda: tensors.plan(settings))
+    nodes = orjson.dumps(tensors.nodes)  # nesting is bounded in schemas.py, under orjson's 254
+    key = (nodes, tuple(tensors.leaves().items()), _frozen(tensors.plan_args()))
+    planned = plans.get(key, lambda: tensors.plan(settings), len(nodes))
+    _check_deadline(deadline)
     _check_response_size(planned, dtype, req.encoding, settings.max_response_bytes)
     result = planned.run(tensors.inputs, tensors.seed, tangents=tensors.tangents,
                          hvp=tensors.hvp, deadline=deadline, anomaly=req.anomaly)

@@ -56,14 +56,19 @@ _settings = Settings()
 
 bind = [_settings.bind]
 workers = _settings.workers
-# The work is CPU-bound and holds the GIL: one request per process at a time.
-worker_class = "sync"
+# The work is CPU-bound and holds the GIL: one request per process at a time, in the worker's
+# one thread. Its event loop reads requests whole first, so slow or idle clients hold no
+# worker, and keeps connections alive between requests (service/worker.py).
+worker_class = "service.worker.Worker"
+threads = 1
 preload_app = True
 backlog = 2048
 # A worker silent for this long is killed: the deadline plus time to answer 504.
 timeout = int(_settings.deadline_s) + 30
 graceful_timeout = int(_settings.drain_s) + int(_settings.deadline_s) + 5
-keepalive = 2
+# Idle kept-alive connections close after this long: longer than nginx's upstream
+# keepalive_timeout (deploy/nginx.conf), so that nginx never reuses one being closed.
+keepalive = 5
 # Recycle workers now and then so that no slow leak outlives them.
 max_requests = 20000
 max_requests_jitter = 2000

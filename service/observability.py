@@ -106,6 +106,7 @@ class _CountedInput:
 
 
 NODES = "gradserve.nodes"  # environ key: the view leaves the nodes it evaluated there
+ROUTE = "gradserve.route"  # environ key: the route's rule (/v1/models/<name>), for the label
 
 
 class Observed:
@@ -143,7 +144,7 @@ class Observed:
                           if k.lower() == "content-length"), 0)
         path = environ.get("PATH_INFO", "")
         # the route's path, never the client's: unknown paths share one label
-        endpoint = path if path in self.endpoints else "other"
+        endpoint = environ.get(ROUTE) or (path if path in self.endpoints else "other")
         nodes = environ.get(NODES)
         metrics.observe(endpoint, status, seconds, bytes_in, bytes_out, nodes)
         fields = {"method": environ.get("REQUEST_METHOD"), "path": path, "status": status,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
 from pydantic import BaseModel
@@ -27,9 +28,12 @@ class Route:
     auth: bool = True
     media: str = "application/json"
     extra: dict = field(default_factory=dict)  # more OpenAPI members of the operation
+    any_media: bool = False  # the body is JSON whatever its Content-Type says (UM-Bridge)
+    openapi: bool = True     # in this document; another protocol's routes are not
 
 
 def build(routes: list[Route], version: str) -> dict:
+    routes = [r for r in routes if r.openapi]
     models = {m for r in routes for m in (r.request, r.response) if m} | {Problem}
     refs, schemas = models_json_schema([(m, "validation") for m in sorted(models, key=str)],
                                        ref_template=REF)
@@ -48,7 +52,7 @@ def build(routes: list[Route], version: str) -> dict:
         if r.auth:
             op["security"] = [{"bearer": []}, {}]
         op.update(r.extra)
-        paths.setdefault(r.path, {})[r.method.lower()] = op
+        paths.setdefault(template(r.path), {})[r.method.lower()] = op
     return {
         "openapi": "3.1.0",
         "info": {"title": "gradserve", "version": version,
@@ -59,6 +63,11 @@ def build(routes: list[Route], version: str) -> dict:
             "bearer": {"type": "http", "scheme": "bearer",
                        "description": "required only when the server has API keys"}}},
     }
+
+
+def template(path: str) -> str:
+    """A Flask rule as an OpenAPI path: /v1/models/<name> is /v1/models/{name}."""
+    return re.sub(r"<(?:\w+:)?(\w+)>", r"{\1}", path)
 
 
 def _problem(status: int, schema: dict) -> dict:

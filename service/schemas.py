@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal, NotRequired
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -23,9 +24,26 @@ from pydantic import (
 from typing_extensions import TypeAliasType, TypedDict
 
 from autograd import OPS
-from autograd.graph import ID
+from autograd.graph import ID, MAX_RANK  # one limit of rank for requests and the engine
 
-MAX_RANK = 32
+# One limit for how deep arrays nest anywhere in a request: tensor data (its rank), node args
+# and attrs. JSON parsing allows 1,024 levels; orjson writes (the plan cache's key) 254.
+MAX_DEPTH = MAX_RANK
+
+
+def _shallow(value):
+    """Refuse arrays or objects nested deeper than MAX_DEPTH inside a node's member."""
+    level, todo = 0, [value]
+    while todo := [item for item in todo if isinstance(item, list | dict)]:
+        level += 1  # the containers in `todo` are this many levels deep
+        if level > MAX_DEPTH:
+            raise ValueError(f"arrays or objects nested deeper than {MAX_DEPTH} levels")
+        todo = [v for item in todo for v in (item.values() if isinstance(item, dict) else item)]
+    return value
+
+
+Shallow = AfterValidator(_shallow)
+MAX_ARGS = 1024  # of one node: pydantic stops at the first past it, before allocating more
 
 Id = Annotated[str, StringConstraints(pattern=f"^{ID.pattern}$")]
 Dtype = Literal["float32", "float64"]
@@ -94,11 +112,13 @@ class Node(TypedDict):
     id: Id
     op: Annotated[str, Field(json_schema_extra={"enum": sorted(OPS)},
                              description="a name from /v1/ops")]
-    args: Annotated[list[Any], Field(
+    args: Annotated[list[Any], Shallow, Field(
+        max_length=MAX_ARGS,
         json_schema_extra={"items": {"anyOf": [{"type": "string", "pattern": f"^{ID.pattern}$"},
                                                {"type": "number"}]}},
         description="ids of inputs or nodes, or number literals where the op allows")]
-    attrs: NotRequired[Annotated[dict[str, Any], Field(description="the op's attributes")]]
+    attrs: NotRequired[Annotated[dict[str, Any], Shallow,
+                                 Field(description="the op's attributes")]]
 
 
 class GradSpec(Strict):

@@ -307,6 +307,18 @@ def test_nginx_upstream_is_the_compose_service_re_resolved_with_keepalive():
     assert proxy_pass == ["http://gradserve"]
 
 
+@pytest.mark.parametrize("env", [compose_env, k8s_env, dict], ids=["compose", "k8s", "serve"])
+def test_every_deployment_runs_the_reading_worker_with_keepalive(env, tmp_path, monkeypatch):
+    """Slow and idle clients are read by service/worker.py's event loop in `make serve`, in
+    compose (behind nginx, which buffers too) and in k8s (gunicorn exposed directly): the
+    image's CMD is make serve's (a test above), and the Deployment does not replace it."""
+    conf = gunicorn_config(env(), tmp_path, monkeypatch)
+    assert conf["worker_class"] == "service.worker.Worker" and conf["threads"] == 1
+    (timeout,) = nginx("keepalive_timeout", "upstream gradserve")
+    assert 0 < seconds(timeout[0]) < conf["keepalive"]  # nginx lets go first
+    assert "command" not in container() and "args" not in container()
+
+
 def test_nginx_passes_the_clients_request_id_or_makes_one():
     headers = {args[0].lower(): args[1] for args in nginx("proxy_set_header", "location /")}
     variable = headers["x-request-id"]
@@ -385,3 +397,23 @@ def test_k8s_hpa_scales_the_deployment_on_cpu():
 
 def test_k8s_and_compose_run_the_same_image():
     assert container()["image"] == compose()["services"]["gradserve"]["image"]
+
+
+# ---- models (PROTOCOL.md §10) ---------------------------------------------------------------
+
+def test_every_deployment_serves_the_example_models_from_one_folder():
+    """compose mounts ./models where GRADSERVE_MODELS_DIR points; k8s mounts a ConfigMap
+    holding exactly the files of models/ there; the image copies them there too."""
+    examples = {p.name: json.loads(p.read_text()) for p in (ROOT / "models").glob("*.json")}
+    assert len(examples) >= 2
+    where = compose_env()["GRADSERVE_MODELS_DIR"]
+    assert f"./models:{where}:ro" in compose()["services"]["gradserve"]["volumes"]
+    config = {k: json.loads(v) for k, v in k8s("ConfigMap")["data"].items()}
+    assert config == examples
+    (mount,) = [m for m in container()["volumeMounts"] if m["name"] == "models"]
+    assert mount["mountPath"] == k8s_env()["GRADSERVE_MODELS_DIR"] == where
+    volumes = k8s("Deployment")["spec"]["template"]["spec"]["volumes"]
+    assert {"name": "models", "configMap": {"name": k8s("ConfigMap")["metadata"]["name"]}} \
+        in volumes
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    assert "COPY models models" in dockerfile and f"GRADSERVE_MODELS_DIR={where}" in dockerfile

@@ -219,3 +219,27 @@ def test_an_instance_stopped_with_sigterm_mid_stream_costs_no_request(cluster, e
     assert served_a and served_b  # a was serving until it stopped
     assert served_a | served_b == set(sent)
     assert set(sent_after_a) <= served_b
+
+
+def test_idle_and_trickling_clients_through_nginx_delay_no_request(cluster, example):
+    """20 connections to nginx, half silent, half sending a head byte by byte: nginx reads
+    them (and buffers bodies) before a replica sees anything; valid requests stay fast."""
+    balancer, a, b = cluster
+    port = int(balancer.url.rpartition(":")[2])
+    head = b"POST /v1/evaluate HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+    silent = [socket.create_connection(("127.0.0.1", port)) for _ in range(10)]
+    trickling = [socket.create_connection(("127.0.0.1", port)) for _ in range(10)]
+    body = orjson.dumps(example)
+    try:
+        times = []
+        for k in range(10):
+            for s in trickling:
+                s.send(head[k:k + 1])
+            t0 = time.perf_counter()
+            assert call(balancer.url, body, f"slow-{k}") is None
+            times.append(time.perf_counter() - t0)
+            time.sleep(0.1)
+        assert max(times) < 1.0, times
+    finally:
+        for s in silent + trickling:
+            s.close()

@@ -8,6 +8,7 @@ import math
 import warnings
 
 import numpy as np
+import orjson
 import pytest
 from openapi_schema_validator import OAS31Validator
 from openapi_spec_validator import validate as validate_spec
@@ -517,6 +518,86 @@ def test_body_too_large_is_refused_from_content_length_before_reading():
     problem(r, 413, "body_too_large")
 
 
+class Chunked:
+    """A chunked body as the server hands it over: no Content-Length, read to its end."""
+
+    def __init__(self, data: bytes):
+        self.data, self.pos = data, 0
+
+    def read(self, size=-1):
+        end = len(self.data) if size is None or size < 0 else self.pos + size
+        out, self.pos = self.data[self.pos:end], min(end, len(self.data))
+        return out
+
+
+@pytest.mark.parametrize(("extra", "status"), [(0, 200), (1, 413), (10**6, 413)])
+def test_a_chunked_body_past_the_limit_is_refused_never_cut(example, extra, status):
+    """v1 cut it at max_body_bytes and evaluated the prefix (200)."""
+    body = orjson.dumps(example)
+    pad = b" " * (2048 - len(body) + extra)  # JSON whitespace: the prefix is the whole example
+    app = client(max_body_bytes=2048)
+    r = app.post("/v1/evaluate", content_type="application/json", environ_overrides={
+        "wsgi.input": Chunked(body + pad), "CONTENT_LENGTH": "", "wsgi.input_terminated": True,
+        "HTTP_TRANSFER_ENCODING": "chunked"})
+    if status == 200:
+        ok(r)
+    else:
+        problem(r, 413, "body_too_large")
+
+
+def test_a_body_that_cannot_be_read_is_400_not_500(example):
+    class Malformed:
+        def read(self, size=-1):
+            raise ValueError("Invalid chunk size: b'zz'")  # as gunicorn's parser raises
+
+    r = client().post("/v1/evaluate", content_type="application/json", environ_overrides={
+        "wsgi.input": Malformed(), "CONTENT_LENGTH": "", "wsgi.input_terminated": True})
+    assert "zz" in problem(r, 400, "bad_request")["detail"]
+
+
+def test_a_view_missing_from_routes_gets_every_check():
+    """The guard fails closed: a route added without a ROUTES entry is keyed, size-limited
+    and JSON-only, not open."""
+    app = create_app(Settings(api_keys=("k",), max_body_bytes=1024))
+    app.add_url_rule("/v1/unlisted", view_func=lambda: {"served": True},
+                     endpoint="unlisted", methods=["GET", "POST"])
+    c, key = app.test_client(), {"Authorization": "Bearer k"}
+    problem(c.get("/v1/unlisted"), 401, "unauthorized")
+    problem(c.post("/v1/unlisted", json={}), 401, "unauthorized")
+    problem(c.post("/v1/unlisted", data=b"{}", headers=key, content_type="text/plain"), 415,
+            "unsupported_media_type")
+    problem(c.post("/v1/unlisted", input_stream=Unreadable(), headers=key,
+                   content_type="application/json"), 413, "body_too_large")
+    assert c.get("/v1/unlisted", headers=key).json == {"served": True}
+    assert c.post("/v1/unlisted", json={}, headers=key).json == {"served": True}
+
+
+@pytest.mark.parametrize("path", ["/v1/evaluate", "/v1/shapes"])
+@pytest.mark.parametrize("member", [("outputs",), ("jacobian", "of"), ("hvp", "wrt")])
+def test_lists_are_counted_before_validation_on_every_graph_route(example, path, member):
+    body, ids = example, ["loss"] * 11
+    for key in member[:-1]:
+        body = body.setdefault(key, {})
+    body[member[-1]] = ids
+    r = client(max_items=10).post(path, json=example)
+    assert problem(r, 413, "graph_too_large")["errors"][0]["pointer"] == "/" + "/".join(member)
+
+
+def test_the_deadline_covers_validation(example):
+    r = client(deadline_s=1e-9).post("/v1/evaluate", json=example)
+    assert "validating" in problem(r, 504, "deadline_exceeded")["detail"]
+    r = client(deadline_s=1e-9, max_elements=2).post("/v1/evaluate", json=example)
+    problem(r, 413, "tensor_too_large")  # a refusal by size comes first
+
+
+def test_validation_errors_stop_at_max_errors_and_say_how_many_there_were():
+    body = {"inputs": {}, "nodes": [{}] * 5000}
+    r = client(max_errors=7).post("/v1/evaluate", json=body)
+    p = problem(r, 422, "validation_error")
+    assert len(p["errors"]) == 7 and p["errors"][0]["pointer"].startswith("/nodes/0")
+    assert "(and 14,999 more)" in p["detail"]  # id, op and args missing in each
+
+
 @pytest.mark.parametrize(("method", "path", "allow"), [
     ("get", "/v1/evaluate", {"POST"}), ("put", "/v1/evaluate", {"POST"}),
     ("post", "/v1/ops", {"GET"}), ("delete", "/healthz", {"GET"}),
@@ -536,13 +617,18 @@ UNREACHABLE = {
     "internal": "a bug, never an answer to client input",
     "overloaded": "answered by the server in front of the app when every worker is busy",
     "dtype_mismatch": "the schema refuses an unknown dtype first (validation_error)",
-    "bad_request": "werkzeug raises no other 4xx for the routes gradserve serves",
+    # from the worker (service/worker.py) or its parser's errors: tests/e2e/test_worker.py
+    "bad_request": "a request gunicorn's parser refuses (malformed head or chunked body)",
+    "request_timeout": "a request that takes longer than request_timeout_s to arrive",
+    "uri_too_long": "a request line past gunicorn's limit_request_line",
+    "header_too_large": "header fields past gunicorn's limits",
 }
 
 
 def test_every_code_a_request_can_cause_has_a_row():
     covered = {r[4] for r in ERRORS} | {r[4] for r in RAW} | {
-        "method_not_allowed", "not_found", "unauthorized", "not_ready"}
+        "method_not_allowed", "not_found", "unauthorized", "not_ready",
+        "unknown_model"}  # tests/service/test_models.py
     assert covered == set(CODES) - set(UNREACHABLE)
 
 

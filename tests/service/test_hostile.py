@@ -337,6 +337,34 @@ CASES = [
     post("expr: a key that is an input", put("/expr", {"x": "exp(w)"}), 422, "bad_expression"),
     post("expr: 200,001 keys", lambda ex: {"inputs": {"x": X}, "expr": {
         f"k{i}": "exp(x)" for i in range(200_001)}}, 413, "graph_too_large"),
+    # -- shapes the planner must refuse itself (issue 15, item 5) -----------------------------
+    post("reshape to rank 65",
+         put("/nodes/3", node("loss", "reshape", ["a"], shape=[2] + [1] * 64)),
+         422, "shape_mismatch"),
+    post("broadcast_to rank 33", put("/nodes/3", node("loss", "broadcast_to", ["a"],
+                                                      shape=[1] * 31 + [2, 1])),
+         422, "shape_mismatch"),
+    # -- counts and depths no one bounded in v1 (issue 15, items 4, 7, 8) ---------------------
+    post("args nested 300 deep", lambda ex: orjson.dumps(ex).replace(
+        b'"args":["h","b"]', b'"args":["h",' + deep(300) + b"]"), 422, "validation_error"),
+    post("attrs nested 300 deep", lambda ex: orjson.dumps(ex).replace(
+        b'"args":["a"]}', b'"args":["a"],"attrs":{"axis":' + deep(300) + b"}}"), 422,
+        "validation_error"),
+    post("attrs nested 33 deep", put("/nodes/3/attrs", {"axis": nested(33)}), 422,
+         "validation_error"),
+    post("a node with 100,000 args", put("/nodes/1/args", ["h"] * 100_000), 422,
+         "validation_error"),
+    post("100,001 inputs", lambda ex: {**ex, "inputs": {f"i{k}": X for k in range(100_001)}},
+         413, "graph_too_large"),
+    post("100,001 outputs", put("/outputs", ["loss"] * 100_001), 413, "graph_too_large"),
+    post("100,001 wrt ids", put("/grad/wrt", ["w"] * 100_001), 413, "graph_too_large"),
+    post("200,000 empty nodes", lambda ex: b'{"inputs": {}, "nodes": [' + b",".join(
+        [b"{}"] * 200_000) + b"]}", 422, "validation_error"),
+    # -- no redirects built from the Host header ---------------------------------------------
+    post("//v1//evaluate, foreign Host", lambda ex: ex, 404, "not_found",
+         environ={"PATH_INFO": "//v1//evaluate", "HTTP_HOST": "evil.example"}),
+    Case("/v1/ops/ with a slash", "GET", "/v1/ops/", {}, None, 404, "not_found",
+         environ={"HTTP_HOST": "evil.example"}),
     # -- API keys (an app with one key) -----------------------------------------------------
     post("no Authorization", lambda ex: ex, 401, "unauthorized", keyed=True),
     post("wrong key", lambda ex: ex, 401, "unauthorized", keyed=True,
@@ -401,6 +429,31 @@ def test_hostile_input_gets_its_4xx_and_the_next_request_succeeds(case, clients,
         assert r.headers["WWW-Authenticate"].startswith("Bearer")
     if case.status == 405:
         assert r.headers["Allow"]
+    assert "Location" not in r.headers
+    assert len(problem.get("errors", [])) <= Settings().max_errors
     auth = {"Authorization": f"Bearer {KEY}"} if case.keyed else {}
     check_example(client.post("/v1/evaluate", json=example, headers=auth))
 
+
+# ---- hostile inputs that must be answered, and right (issue 15, items 6 and 10) -------------
+
+EMPTY = {"shape": [0, 3], "data": [], "requires_grad": True}
+ZERO_SIZE = {name: graph({"x": EMPTY}, [node("y", name, ["x", "x"] if name == "mul" else ["x"],
+                                             **({"exponent": 2} if name == "pow" else {})),
+                                        node("s", "sum", ["y"])], grad={"of": "s"})
+             for name in ("mul", "pow", "abs", "exp", "sin", "cos", "tan", "sigmoid", "tanh")}
+
+
+@pytest.mark.parametrize("name", sorted(ZERO_SIZE))
+def test_a_gradient_through_a_zero_size_tensor(clients, name):
+    r = clients[False].post("/v1/evaluate", json=ZERO_SIZE[name])
+    assert r.status_code == 200, r.data[:500]
+    assert r.get_json()["gradients"]["x"] == {"shape": [0, 3], "dtype": "float32", "data": []}
+
+
+def test_zero_and_negative_zero_literals_stay_apart(clients):
+    body = graph({"x": data([1.0])}, [node("n", "mul", ["x", -0.0]), node("p", "mul", ["x", 0.0]),
+                                      node("a", "div", [1, "n"]), node("b", "div", [1, "p"])],
+                 outputs=["a", "b"])
+    out = clients[False].post("/v1/evaluate", json=body).get_json()["outputs"]
+    assert (out["a"]["data"], out["b"]["data"]) == (["-Infinity"], ["Infinity"])

@@ -7,7 +7,7 @@ import pytest
 
 from service.app import create_app
 from service.config import Settings
-from service.plans import PlanCache
+from service.plans import PlanCache, plan_bytes
 
 
 @pytest.fixture
@@ -64,10 +64,10 @@ def test_a_refused_graph_is_not_cached(app, example):
 
 def test_least_recently_used_plans_leave_first():
     built = []
-    plans = PlanCache(max_plans=2, max_nodes=100)
+    plans = PlanCache(max_plans=2, max_bytes=10**6)
 
     class Fake:
-        steps = [None] * 10
+        tensor_count = 10
 
     def build(key):
         built.append(key)
@@ -78,21 +78,31 @@ def test_least_recently_used_plans_leave_first():
     assert built == ["a", "b", "c", "b"] and len(plans) == 2
 
 
-def test_the_node_budget_bounds_the_cache():
-    plans = PlanCache(max_plans=10, max_nodes=25)
+def test_the_byte_budget_bounds_the_cache():
+    each = plan_bytes(type("Fake", (), {"tensor_count": 10}), 1000)
+    plans = PlanCache(max_plans=10, max_bytes=2 * each + each // 2)
 
     class Fake:
-        steps = [None] * 10
+        tensor_count = 10
 
     for key in "abcd":
-        plans.get(key, Fake)
-    assert len(plans) == 2  # 3 x 10 nodes would pass 25
+        plans.get(key, Fake, json_bytes=1000)
+    assert len(plans) == 2  # 3 of them would pass the budget
+    plans.get("big", Fake, json_bytes=10**6)  # one plan over the whole budget: not kept
+    assert "big" not in plans._plans and len(plans) == 2
 
-    class Big:
-        steps = [None] * 26
 
-    plans.get("big", Big)
-    assert "big" not in plans._plans
+def test_a_large_graph_is_counted_by_its_bytes(example):
+    """~150 MB per distinct large request was kept in v1 (issue 15 item 8): the estimate
+    grows with the graph, and the app passes the nodes' JSON size."""
+    app = create_app(Settings(plan_cache_bytes=4 * 2**20))
+    chain = [{"id": f"n{i}", "op": "neg", "args": [f"n{i - 1}" if i else "x"]}
+             for i in range(20_000)]
+    body = {"inputs": {"x": {"data": [1.0]}}, "nodes": chain, "outputs": ["n19999"]}
+    post(app, body)
+    assert len(cache(app)) == 0  # 20,000 tensors x 600 B and 500 kB of JSON x 8 > 4 MiB
+    post(app, example)
+    assert len(cache(app)) == 1
 
 
 def test_zero_turns_the_cache_off(example):

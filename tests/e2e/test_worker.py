@@ -1,0 +1,177 @@
+"""gunicorn with gradserve's worker (service/worker.py), over raw sockets: what gunicorn
+answers itself is problem+json, never HTML and never a 5xx; chunked bodies are read whole or
+refused; connections are kept alive; idle and trickling clients delay nobody (issue 15,
+hardening v2 item 1; issue 14, keep-alive).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import http.client
+import socket
+import threading
+import time
+
+import orjson
+import pytest
+import requests
+
+from tests.conftest import EXAMPLE, Server
+
+LIMIT = 4096  # max_body_bytes of the server below
+JSON = b"Content-Type: application/json\r\n"
+LOSS = 0.7743165  # PROTOCOL.md §1
+
+
+@pytest.fixture(scope="module")
+def server():
+    with Server(max_body_bytes=LIMIT, request_timeout_s=1.5) as s:
+        yield s
+
+
+def exchange(server, data: bytes, wait: float = 10, until_close: bool = False) -> bytes:
+    """Send raw bytes, read one answer (or all of them, until the server closes)."""
+    with socket.create_connection(("127.0.0.1", server.port), timeout=wait) as c:
+        c.sendall(data)
+        out = b""
+        with contextlib.suppress(TimeoutError, ConnectionResetError):
+            while chunk := c.recv(65536):
+                out += chunk
+                if _complete(out) and not until_close:
+                    break
+    return out
+
+
+def _complete(raw: bytes) -> bool:
+    head, sep, body = raw.partition(b"\r\n\r\n")
+    if not sep:
+        return False
+    for line in head.split(b"\r\n")[1:]:
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length":
+            return len(body) >= int(value)
+    return False
+
+
+def answer(raw: bytes) -> tuple[int, dict, dict]:
+    head, _, body = raw.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    headers = {k.strip().lower(): v.strip() for k, _, v in (h.partition(":") for h in lines[1:])}
+    return int(lines[0].split()[1]), headers, orjson.loads(body) if body else {}
+
+
+def chunked(body: bytes, size: int = 100) -> bytes:
+    pieces = [body[i:i + size] for i in range(0, len(body), size)]
+    return b"".join(b"%x\r\n%s\r\n" % (len(p), p) for p in pieces) + b"0\r\n\r\n"
+
+
+def post(path: bytes = b"/v1/evaluate", headers: bytes = JSON) -> bytes:
+    return b"POST " + path + b" HTTP/1.1\r\nHost: 127.0.0.1\r\n" + headers
+
+
+CHUNKED = post(headers=JSON + b"Transfer-Encoding: chunked\r\n") + b"\r\n"
+BODY = orjson.dumps(EXAMPLE)
+
+# name, raw request, status, code
+RAW = [
+    ("header field of 9,000 bytes", b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: "
+     + b"a" * 9000 + b"\r\n\r\n", 431, "header_too_large"),
+    ("101 header fields", b"GET /healthz HTTP/1.1\r\nHost: x\r\n"
+     + b"".join(b"X-%d: 1\r\n" % i for i in range(101)) + b"\r\n", 431, "header_too_large"),
+    ("request line of 9,000 bytes", b"GET /" + b"a" * 9000 + b" HTTP/1.1\r\nHost: x\r\n\r\n",
+     414, "uri_too_long"),
+    ("request line of garbage", b"GARBAGE\r\n\r\n", 400, "bad_request"),
+    ("method with an @", b"G@T /healthz HTTP/1.1\r\nHost: x\r\n\r\n", 400, "bad_request"),
+    ("HTTP/9.9", b"GET /healthz HTTP/9.9\r\nHost: x\r\n\r\n", 400, "bad_request"),
+    ("header without a colon", b"GET /healthz HTTP/1.1\r\nHost x\r\n\r\n", 400, "bad_request"),
+    ("two Content-Lengths", post(headers=JSON + b"Content-Length: 2\r\nContent-Length: 3\r\n")
+     + b"\r\n{}", 400, "bad_request"),
+    ("Transfer-Encoding gzip", post(headers=JSON + b"Transfer-Encoding: gzip\r\n") + b"\r\n",
+     400, "bad_request"),
+    ("chunk size zz", CHUNKED + b"zz\r\n{}\r\n0\r\n\r\n", 400, "bad_request"),
+    ("chunk size negative", CHUNKED + b"-2\r\n{}\r\n0\r\n\r\n", 400, "bad_request"),
+    ("bad chunk extension", CHUNKED + b"2;a\x01b\r\n{}\r\n0\r\n\r\n", 400, "bad_request"),
+    ("chunk terminator missing", CHUNKED + b"2\r\n{}XX0\r\n\r\n", 400, "bad_request"),
+    ("chunked body past max_body_bytes", CHUNKED + chunked(b"[" + b"1," * LIMIT + b"1]"),
+     413, "body_too_large"),
+    ("Content-Length past max_body_bytes", post(headers=JSON + b"Content-Length: %d\r\n"
+                                                % (10 * 2**30)) + b"\r\n{", 413,
+     "body_too_large"),
+    ("//v1//evaluate, foreign Host", b"POST //v1//evaluate HTTP/1.1\r\nHost: evil.example\r\n"
+     + JSON + b"Content-Length: 2\r\n\r\n{}", 404, "not_found"),
+]
+
+
+@pytest.mark.parametrize(("raw", "status", "code"), [r[1:] for r in RAW],
+                         ids=[r[0] for r in RAW])
+def test_what_gunicorn_refuses_is_problem_json(server, raw, status, code):
+    got, headers, problem = answer(exchange(server, raw))
+    assert (got, problem.get("code")) == (status, code), problem
+    assert headers["content-type"] == "application/problem+json"
+    assert problem["status"] == status and problem["title"] and problem["detail"]
+    assert "location" not in headers
+    r = requests.post(server.url + "/v1/evaluate", data=BODY, timeout=30,
+                      headers={"Content-Type": "application/json"})
+    assert r.status_code == 200 and abs(r.json()["outputs"]["loss"]["data"] - LOSS) < 1e-6
+    assert "Traceback" not in server.output() and "WORKER TIMEOUT" not in server.output()
+
+
+@pytest.mark.parametrize("size", [1, 7, 100, 4000])
+def test_a_chunked_body_within_the_limit_is_read_whole(server, size):
+    status, _, body = answer(exchange(server, CHUNKED + chunked(BODY, size)))
+    assert status == 200 and abs(body["outputs"]["loss"]["data"] - LOSS) < 1e-6
+
+
+def test_connections_are_kept_alive_and_pipelined_requests_answered(server):
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
+    conn.connect()
+    sock = conn.sock
+    for _ in range(5):
+        conn.request("POST", "/v1/evaluate", BODY, {"Content-Type": "application/json"})
+        r = conn.getresponse()
+        assert r.status == 200 and not r.will_close
+        r.read()
+        assert conn.sock is sock  # the same TCP connection every time
+    conn.close()
+    one = post(headers=JSON + b"Content-Length: %d\r\n" % len(BODY)) + b"\r\n" + BODY
+    raw = exchange(server, one * 3 + b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close"
+                   b"\r\n\r\n", until_close=True)
+    assert raw.count(b"HTTP/1.1 200 ") == 4
+
+
+def test_idle_and_trickling_clients_delay_no_request(server):
+    """20 connections, half silent, half sending a head one byte at a time: a valid request
+    still takes well under a second (v1: 62 s, then workers killed)."""
+    head = post(headers=JSON + b"Content-Length: 2\r\n") + b"\r\n{}"
+    stop = threading.Event()
+    silent = [socket.create_connection(("127.0.0.1", server.port)) for _ in range(10)]
+    trickling = [socket.create_connection(("127.0.0.1", server.port)) for _ in range(10)]
+
+    def trickle():
+        for k in range(len(head)):
+            if stop.wait(0.1):
+                return
+            for s in trickling:
+                with contextlib.suppress(OSError):
+                    s.send(head[k:k + 1])
+
+    feeder = threading.Thread(target=trickle)
+    feeder.start()
+    try:
+        time.sleep(0.3)
+        times = []
+        for _ in range(10):
+            t0 = time.perf_counter()
+            r = requests.post(server.url + "/v1/evaluate", data=BODY, timeout=30,
+                              headers={"Content-Type": "application/json"})
+            times.append(time.perf_counter() - t0)
+            assert r.status_code == 200
+        assert max(times) < 1.0, times
+        time.sleep(1.6)  # past request_timeout_s: the tricklers are told so
+        status, _, problem = answer(trickling[0].recv(65536))
+        assert (status, problem["code"]) == (408, "request_timeout")
+    finally:
+        stop.set()
+        feeder.join()
+        for s in silent + trickling:
+            s.close()

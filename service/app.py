@@ -172,6 +172,11 @@ ROUTES = [
           media="text/html", auth=False),
     Route("GET", "/docs", pages.docs, "Interactive documentation of this document", None,
           media="text/html", auth=False),
+    # the files the pages load, as open as the pages
+    Route("GET", "/assets/<path:name>", pages.asset, "A file of the playground", None,
+          media="text/plain", auth=False, openapi=False),
+    Route("GET", "/docs/<path:name>", pages.swagger_ui, "A file of the interactive docs", None,
+          media="text/plain", auth=False, openapi=False),
     *models.ROUTES,
     *umbridge.ROUTES,
     *tesseract.ROUTES,
@@ -250,6 +255,5 @@ def create_app(settings: Settings | None = None) -> Flask:
         # no automatic OPTIONS: it would pass the guard as the route's method and get a 415
         app.add_url_rule(r.path, endpoint=r.view.__name__, view_func=r.view, methods=[r.method],
                          provide_automatic_options=False)
-    pages.init_app(app)
     app.before_request(_guard)
     return app

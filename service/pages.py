@@ -13,7 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import flask_swagger_ui
-from flask import Flask, Response, send_from_directory
+from flask import Response, send_from_directory
 
 STATIC = Path(__file__).with_name("static")
 SWAGGER_UI = Path(flask_swagger_ui.__file__).with_name("dist")
@@ -45,9 +45,3 @@ def _send(folder: Path, name: str) -> Response:
     response.headers["Content-Security-Policy"] = CSP
     response.headers["X-Content-Type-Options"] = "nosniff"
     return response
-
-
-def init_app(app: Flask) -> None:
-    """The files the pages load (the pages themselves are in the route table)."""
-    app.add_url_rule("/assets/<path:name>", endpoint="asset", view_func=asset)
-    app.add_url_rule("/docs/<path:name>", endpoint="swagger_ui", view_func=swagger_ui)

@@ -34,12 +34,12 @@ from .errors import (
 from .graph import Graph, Node
 from .local import LocalClient
 from .model import Model
-from .result import Result
+from .result import Result, Shapes
 from .session import BaseClient, Client
 
 __all__ = [
     "BadRequestError", "BaseClient", "Client", "ConnectError", "DeadlineError", "Graph",
     "GradserveError", "LocalClient", "Model", "NetworkError", "Node", "OverloadedError",
-    "ReadTimeoutError", "Result", "ServerError", "TooLargeError", "UnauthorizedError",
+    "ReadTimeoutError", "Result", "ServerError", "Shapes", "TooLargeError", "UnauthorizedError",
     "ValidationError", "ops",
 ]

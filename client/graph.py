@@ -16,9 +16,10 @@ registry is a new method here with no edit.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 
@@ -164,57 +165,103 @@ class Graph:
 
     # -- the request body ------------------------------------------------------------------
 
-    def to_json(self, *outputs: Node, grad_of: Node | None = None,
-                wrt: Iterable[Node] | None = None, seed=None, dtype: str = "float32",
-                encoding: str | None = None, anomaly: bool = False) -> dict:
-        """The body of POST /v1/evaluate (PROTOCOL.md §1) for these outputs and gradient.
+    def to_json(self, *outputs, grad_of=None, wrt=None, seed=None, batch: bool = False,
+                jvp: Mapping | None = None, hvp: Mapping | None = None,
+                jacobian: Mapping | None = None, dtype: str = "float32",
+                encoding: str | None = None, anomaly: bool = False,
+                values: bool = True) -> dict:
+        """The body of POST /v1/evaluate (PROTOCOL.md §1, §8) for these outputs and derivatives.
 
-        Only what the outputs and the gradient need is sent. `wrt` defaults to every
-        parameter of the graph; `seed` is the incoming gradient when `grad_of` is not a
-        single element. `encoding` None asks for base64 when a returned tensor is large.
+        Where the protocol names an id, a Node or its id will do. Only what the request
+        names, and what that depends on, is sent. `wrt` defaults to every parameter of the
+        graph; `seed` is the incoming gradient when `grad_of` is not a single element, with
+        `batch` k of them along a leading axis. `jvp`, `hvp` and `jacobian` are dicts with
+        the members of PROTOCOL.md §8 (`{"of": [y], "tangents": {x: array}}`, ...); their
+        `wrt` too defaults to every parameter. `encoding` None asks for base64 when a
+        returned tensor is large. `values=False` writes every tensor by its shape alone:
+        the body of POST /v1/shapes.
         """
         if dtype not in DTYPES:
             raise ValueError(f"dtype must be one of {list(DTYPES)}, not {dtype!r}")
-        outputs = list(dict.fromkeys(outputs))
-        if grad_of is None:
-            if wrt is not None or seed is not None:
-                raise ValueError("wrt and seed need grad_of")
-            wrt = []
-        else:
-            wrt = list(dict.fromkeys(self.parameters if wrt is None else wrt))
-        extra = [grad_of] if grad_of is not None else []
-        for n in outputs + extra + wrt:
-            self._own(n)
 
-        if outputs or grad_of is not None:
-            nodes = self._needed(outputs + extra + wrt)
-            returned = outputs + wrt
-        else:  # everything; the server returns every node no other node uses
-            nodes = self._nodes
-            used = {a for n in nodes for a in n.args if isinstance(a, Node)}
-            returned = [n for n in nodes if n.op is not None and n not in used]
+        def tensor(a) -> dict:
+            return codec.encode(a, dtype) if values else {"shape": list(np.shape(a))}
+
+        named: list[Node] = []  # every Node the request names: they and their inputs are sent
+        ref = functools.partial(self._ref, named)
+        asked: dict = {"outputs": _ids(outputs, ref)}
+        if grad_of is None:
+            if wrt is not None or seed is not None or batch:
+                raise ValueError("wrt, seed and batch need grad_of")
+        else:
+            wrt = self.parameters if wrt is None else listed(wrt)
+            asked["grad"] = {"of": ref(grad_of), "wrt": _ids(wrt, ref)}
+            if batch:
+                asked["grad"]["batch"] = True
+            if seed is not None:
+                asked["grad"]["seed"] = tensor(seed)
+        for member, spec in (("jvp", jvp), ("hvp", hvp), ("jacobian", jacobian)):
+            if spec is None:
+                continue
+            if member != "jvp" and isinstance(spec, Mapping) and spec.get("wrt") is None:
+                spec = {**spec, "wrt": self.parameters}  # as grad's: every parameter
+            asked[member] = _spec(member, spec, ref, tensor)
+
+        # Without outputs or anything to differentiate, the whole graph is sent: the server
+        # returns (and jvp.of defaults to) every node no other node uses.
+        chosen = asked["outputs"] or {"grad", "hvp", "jacobian"} & asked.keys() or (
+            "of" in asked.get("jvp", {}))
+        nodes = self._needed(named) if chosen else self._nodes
         body: dict = {
-            "inputs": {n.id: {**codec.encode(n.value, dtype), "requires_grad": n.requires_grad}
+            "inputs": {n.id: {**tensor(n.value), "requires_grad": n.requires_grad}
                        for n in nodes if n.op is None},
             "nodes": [_node_json(n) for n in nodes if n.op is not None],
         }
-        if outputs:
-            body["outputs"] = [n.id for n in outputs]
-        if grad_of is not None:
-            body["grad"] = {"of": grad_of.id, "wrt": [n.id for n in wrt]}
-            if seed is not None:
-                body["grad"]["seed"] = codec.encode(seed, dtype)
+        if asked["outputs"]:
+            body["outputs"] = asked["outputs"]
+        body.update((k, v) for k, v in asked.items() if k != "outputs")
         body["dtype"] = dtype
-        body["encoding"] = encoding or codec.encoding_for(n.size for n in returned)
+        body["encoding"] = encoding or codec.encoding_for(self._returned_sizes(body, nodes))
         if anomaly:
             body["anomaly"] = True
         return body
 
-    def _own(self, node) -> None:
-        if not isinstance(node, Node):
-            raise TypeError(f"expected a Node, not {type(node).__name__}")
-        if node.graph is not self:
-            raise ValueError(f"node {node.id!r} belongs to another Graph")
+    def _ref(self, named: list, node) -> str:
+        """The id of a Node of this graph, or an id as given (the server checks it)."""
+        if isinstance(node, Node):
+            if node.graph is not self:
+                raise ValueError(f"node {node.id!r} belongs to another Graph")
+            named.append(node)
+            return node.id
+        if isinstance(node, str):
+            if node in self._by_id:
+                named.append(self._by_id[node])
+            return node
+        raise TypeError(f"expected a Node or an id, not {type(node).__name__}")
+
+    def _returned_sizes(self, body: dict, sent: list[Node]) -> list[int]:
+        """Elements of each tensor the response will hold, as far as the graph knows them."""
+        def size(name: str) -> int:
+            return self._by_id[name].size if name in self._by_id else 0
+
+        if "outputs" in body:
+            outputs = body["outputs"]
+        else:  # the server's default: every node no other node uses
+            used = {a for n in sent for a in n.args if isinstance(a, Node)}
+            outputs = [n.id for n in sent if n.op is not None and n not in used]
+        sizes = [size(o) for o in outputs]
+        if "grad" in body:
+            sizes += [_k(body["grad"], "seed") * size(w) for w in body["grad"]["wrt"]]
+        if "jvp" in body:
+            jvp = body["jvp"]
+            sizes += [_k(jvp, "tangents") * size(y) for y in jvp.get("of", outputs)]
+        if "hvp" in body:
+            hvp = body["hvp"]
+            sizes += [_k(hvp, "tangents") * size(w) for w in hvp["wrt"]]
+        if "jacobian" in body:
+            jac = body["jacobian"]
+            sizes += [size(y) * size(x) for y in jac.get("of", []) for x in jac["wrt"]]
+        return sizes
 
     def _needed(self, roots: Sequence[Node]) -> list[Node]:
         """The roots and everything they depend on, in graph order."""
@@ -305,6 +352,61 @@ def _node_json(n: Node) -> dict:
 def _check_id(name) -> None:
     if not isinstance(name, str) or not ID.fullmatch(name):
         raise ValueError(f"id {name!r} must match {ID.pattern}")
+
+
+# ---- the derivative members (PROTOCOL.md §8) -------------------------------------------
+
+# Each member's keys, as the wire spells them.
+SPECS = {"jvp": ("of", "tangents", "batch"),
+         "hvp": ("of", "seed", "wrt", "tangents", "batch"),
+         "jacobian": ("of", "wrt")}
+
+
+def _spec(member: str, spec: Mapping, ref, tensor) -> dict:
+    """One of jvp, hvp, jacobian as the wire writes it: Nodes as ids, arrays as tensors.
+
+    Keys left out or None take the server's defaults."""
+    if not isinstance(spec, Mapping):
+        raise TypeError(f"{member} is a dict with keys {', '.join(SPECS[member])}")
+    unknown = sorted(set(spec) - set(SPECS[member]))
+    if unknown:
+        raise TypeError(f"{member} takes {', '.join(SPECS[member])}, not {', '.join(unknown)}")
+    out: dict = {}
+    for key, v in spec.items():
+        if v is None:
+            continue
+        if key == "of" and member == "hvp":  # one id: the scalar (or seeded) function
+            out[key] = ref(v)
+        elif key in ("of", "wrt"):
+            out[key] = _ids(listed(v), ref)
+        elif key == "tangents":
+            if not isinstance(v, Mapping):
+                raise TypeError(f"{member}.tangents maps inputs (Nodes or ids) to arrays")
+            out[key] = {ref(n): tensor(a) for n, a in v.items()}
+        elif key == "seed":
+            out[key] = tensor(v)
+        else:
+            out[key] = bool(v)
+    return out
+
+
+def _ids(nodes, ref) -> list[str]:
+    """Nodes and ids as ids, each once, in order."""
+    return list(dict.fromkeys(ref(n) for n in nodes))
+
+
+def listed(nodes) -> list:
+    """One Node or id, or several."""
+    return [nodes] if isinstance(nodes, (Node, str)) else list(nodes)
+
+
+def _k(spec: dict, key: str) -> int:
+    """The number of directions of a batched member (1 when not batched)."""
+    if not spec.get("batch"):
+        return 1
+    given = spec.get(key)
+    tensors = given.values() if key == "tangents" else [given]
+    return next((t["shape"][0] for t in tensors if t and t.get("shape")), 1)
 
 
 # ---- methods and operators, generated from the registry (as for autograd's Tensor) -------

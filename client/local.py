@@ -4,7 +4,8 @@
         r = c.evaluate(loss, grad_of=loss)
 
 It takes the very body a Client would send, decodes its tensors and hands it
-to `autograd.evaluate`; an engine error raises the GradserveError subclass,
+to `autograd.evaluate` (or, for POST /v1/shapes, to `autograd.plan`, which
+allocates nothing); an engine error raises the GradserveError subclass,
 `code` and status the server would answer with. So code written against a
 server runs offline unchanged, and local and remote results can be compared.
 """
@@ -16,13 +17,19 @@ import json
 import time
 from pathlib import Path
 
-from autograd import DTYPES, OPS, AutogradError, Leaf, Limits, Plan, evaluate
+import numpy as np
+
+from autograd import DTYPES, OPS, AutogradError, Leaf, Limits, Plan, evaluate, plan
 from autograd.expr import expand
+from autograd.shapes import extent
 
 from . import codec
 from .errors import ValidationError, error_class, from_engine, pointer, problem
-from .result import Result
+from .result import DERIVATIVES, Result
 from .session import VERSION, BaseClient
+
+# The request's derivative members (PROTOCOL.md §8), in the order of the response's.
+MEMBERS = ("grad", "jvp", "hvp", "jacobian")
 
 
 class LocalClient(BaseClient):
@@ -39,10 +46,12 @@ class LocalClient(BaseClient):
         return "Client.local()"
 
     def request(self, method: str, path: str, *, json=None, **kwargs) -> dict:
-        """The server's GET /v1, GET /v1/ops and POST /v1/evaluate, answered here."""
+        """The server's GET /v1, GET /v1/ops, POST /v1/evaluate and /v1/shapes, answered here."""
         route = (method.upper(), path)
         if route == ("POST", "/v1/evaluate"):
             return self.evaluate_json(json).body
+        if route == ("POST", "/v1/shapes"):
+            return self._shapes(json)
         if route == ("GET", "/v1"):
             return {"name": "gradserve", "version": VERSION, "dtypes": list(DTYPES),
                     "encodings": ["nested", "flat", "base64"], "limits": {}}
@@ -62,28 +71,119 @@ class LocalClient(BaseClient):
         raise error_class(404)(problem(404, "not_found", f"no local endpoint {method} {path}"))
 
     def evaluate_json(self, body: dict) -> Result:
-        dtype = body.get("dtype", "float32")
-        if dtype not in DTYPES:
-            raise ValidationError(problem(422, "validation_error",
-                                          f"dtype must be one of {list(DTYPES)}"))
+        dtype = _dtype(body)
         inputs = body.get("inputs", {})
-        grad = body.get("grad")
+
+        def tensor(t, where):
+            return _decode(t, dtype, where)
+
         try:
-            arrays = {name: _decode(t, dtype, ("inputs", name)) for name, t in inputs.items()}
-            if grad:
-                seed = grad.get("seed")
-                grad = {"of": grad.get("of"), "wrt": grad.get("wrt"),
-                        "seed": None if seed is None else _decode(seed, dtype, ("grad", "seed"))}
+            arrays = {name: tensor(t, ("inputs", name)) for name, t in inputs.items()}
+            specs = _specs(body, tensor)
             deadline = None if self.deadline_s is None else time.monotonic() + self.deadline_s
-            r = evaluate(body.get("nodes", []), arrays,
-                         requires_grad={k for k, t in inputs.items() if t.get("requires_grad")},
-                         outputs=body.get("outputs"), grad=grad, dtype=dtype,
+            r = evaluate(body.get("nodes", []), arrays, requires_grad=_trained(inputs),
+                         outputs=body.get("outputs"), **specs, vmap=_vmap(body), dtype=dtype,
                          limits=self.limits, deadline=deadline,
                          anomaly=bool(body.get("anomaly", False)))
         except AutogradError as e:
             raise from_engine(e) from None
-        return Result(r.outputs, r.gradients, r.warnings, r.stats, dtype=dtype,
+        asked = {m: getattr(r, m) for m, spec in zip(DERIVATIVES, MEMBERS[1:], strict=True)
+                 if body.get(spec)}
+        return Result(r.outputs, r.gradients, r.warnings, r.stats, **asked, dtype=dtype,
                       encoding=body.get("encoding", "nested"))
+
+    def _shapes(self, body: dict) -> dict:
+        """POST /v1/shapes: the shapes and cost of what evaluate would return, from a plan."""
+        dtype = _dtype(body)
+        inputs = body.get("inputs", {})
+
+        def shape(t, where):
+            if "data" in t or "b64" in t:
+                return _decode(t, dtype, where).shape
+            return self._shape(t, where)
+
+        try:
+            trained = _trained(inputs)
+            leaves = {name: Leaf(shape(t, ("inputs", name)), name in trained)
+                      for name, t in inputs.items()}
+            specs = _specs(body, shape)
+            grad = specs.pop("grad")
+            seed_shape = grad.pop("seed", None) if grad else None
+            p = plan(body.get("nodes", []), leaves, outputs=body.get("outputs"), grad=grad,
+                     seed_shape=seed_shape, **specs, vmap=_vmap(body), dtype=dtype,
+                     limits=self.limits)
+        except AutogradError as e:
+            raise from_engine(e) from None
+        return _shapes_body(p, body, dtype)
+
+    def _shape(self, t: dict, where: tuple) -> tuple:
+        """A tensor given by its shape alone, within the element limit as the server has it."""
+        shape = t.get("shape")
+        if not isinstance(shape, list) or not all(
+                isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape):
+            raise _refused(422, "validation_error", where,
+                           "a tensor needs `data`, `b64`, or a `shape` of non-negative ints")
+        limit = self.limits and self.limits.max_elements
+        if limit is not None and extent(shape) > limit:
+            raise _refused(413, "tensor_too_large", (*where, "shape"),
+                           f"{extent(shape):,} elements; the limit is {limit:,} per tensor")
+        return tuple(shape)
+
+
+def _shapes_body(p, body: dict, dtype: str) -> dict:
+    """PROTOCOL.md §9's answer for a plan of the request `body`, as the server writes it."""
+    def described(shapes):
+        return {k: {"shape": list(s), "dtype": dtype} for k, s in shapes.items()}
+
+    ret = p.returned()
+    sizes = [s for member in ret.values() for v in member.values()
+             for s in (v.values() if isinstance(v, dict) else [v])]
+    encoding = body.get("encoding", "nested")
+    return {
+        "nodes": {n["id"]: {"op": n["op"], "shape": list(p.shape_of(n["id"])),
+                            "dtype": dtype} for n in body.get("nodes", [])},
+        **{member: described(ret[member]) for member in ("outputs", "gradients", "jvp", "hvp")},
+        "jacobians": {y: described(row) for y, row in ret["jacobians"].items()},
+        "cost": {"flops": p.cost.flops, "peak_bytes": p.cost.peak_bytes,
+                 "response_bytes": sum(codec.encoded_size(s, np.dtype(dtype), encoding)
+                                       for s in sizes)},
+    }
+
+
+def _specs(body: dict, tensor) -> dict:
+    """grad, jvp, hvp and jacobian as autograd.evaluate takes them, tensors made by
+    `tensor(wire_tensor, path)`: arrays, or shapes for a plan."""
+    out = {}
+    for member in MEMBERS:
+        spec = body.get(member)
+        if spec:
+            spec = dict(spec)
+            if member in ("jvp", "hvp") and "tangents" not in spec:  # the server's schema
+                raise _refused(422, "validation_error", (member, "tangents"), "Field required")
+            if spec.get("seed") is not None:
+                spec["seed"] = tensor(spec["seed"], (member, "seed"))
+            if "tangents" in spec:
+                spec["tangents"] = {k: tensor(t, (member, "tangents", k))
+                                    for k, t in spec["tangents"].items()}
+        out[member] = spec or None
+    return out
+
+
+def _vmap(body: dict) -> list[str] | None:
+    """The inputs that carry a leading batch axis (PROTOCOL.md §11), if any."""
+    return (body.get("vmap") or {}).get("inputs")
+
+
+def _trained(inputs: dict) -> set[str]:
+    return {k for k, t in inputs.items() if t.get("requires_grad")}
+
+
+def _dtype(body: dict) -> str:
+    dtype = body.get("dtype", "float32")
+    if dtype not in DTYPES:
+        raise ValidationError(problem(422, "validation_error",
+                                      f"dtype must be one of {list(DTYPES)}"))
+    return dtype
 
 
 class _LocalModel:
@@ -130,6 +230,11 @@ def _decode(t: dict, dtype: str, where: tuple):
     try:
         return codec.decode(t, dtype)
     except (KeyError, TypeError, ValueError, binascii.Error) as e:
-        at = pointer(where)
-        raise ValidationError(problem(422, "bad_tensor", f"{at}: {e}",
-                                      [{"pointer": at, "detail": str(e)}])) from None
+        raise _refused(422, "bad_tensor", where, str(e)) from None
+
+
+def _refused(status: int, code: str, where: tuple, detail: str):
+    """The error the server answers for a tensor at `where`."""
+    at = pointer(where)
+    return error_class(status)(problem(status, code, f"{at}: {detail}",
+                                       [{"pointer": at, "detail": detail}]))

@@ -36,9 +36,9 @@ from .errors import (
     problem,
     raise_problem,
 )
-from .graph import Graph, Node
+from .graph import Graph, Node, listed
 from .model import Model
-from .result import Result
+from .result import Result, Shapes
 
 try:
     VERSION = importlib.metadata.version("gradserve")
@@ -84,21 +84,91 @@ class BaseClient(abc.ABC):
         """A model stored with the server, to call with NumPy arrays (client/model.py)."""
         return Model(self, self.request("GET", f"/v1/models/{name}"))
 
-    def evaluate(self, *outputs: Node, grad_of: Node | None = None, wrt=None, seed=None,
+    def evaluate(self, *outputs, grad_of=None, wrt=None, seed=None, batch: bool = False,
+                 jvp: dict | None = None, hvp: dict | None = None, jacobian: dict | None = None,
                  dtype: str = "float32", encoding: str | None = None,
                  anomaly: bool = False) -> Result:
-        """Values of `outputs` and, with `grad_of`, d(grad_of)/d(each of `wrt`).
+        """Values of `outputs`, and the derivatives asked for, from one forward pass.
 
-        `wrt` defaults to every parameter of the graph and may name any node;
-        `seed` is the incoming gradient when `grad_of` is not a single element.
+        With `grad_of`, d(grad_of)/d(each of `wrt`): `wrt` defaults to every parameter of
+        the graph and may name any node; `seed` is the incoming gradient when `grad_of` is
+        not a single element, or with `batch=True` k of them, (k, *shape). `jvp`, `hvp` and
+        `jacobian` are PROTOCOL.md §8's members as dicts, e.g. `jvp={"of": [y], "tangents":
+        {x: v}}`; Nodes or ids wherever an id goes, arrays wherever a tensor goes.
         """
-        return self.evaluate_json(_graph_of(outputs, grad_of).to_json(
-            *outputs, grad_of=grad_of, wrt=wrt, seed=seed, dtype=dtype, encoding=encoding,
-            anomaly=anomaly))
+        return self.evaluate_json(_graph_of(outputs, grad_of, wrt, jvp, hvp, jacobian).to_json(
+            *outputs, grad_of=grad_of, wrt=wrt, seed=seed, batch=batch, jvp=jvp, hvp=hvp,
+            jacobian=jacobian, dtype=dtype, encoding=encoding, anomaly=anomaly))
 
     def evaluate_json(self, body: dict) -> Result:
         """Evaluate a PROTOCOL.md request body (as Graph.to_json writes it)."""
         return Result.from_body(self.request("POST", "/v1/evaluate", json=body))
+
+    def shapes(self, *outputs, **kwargs) -> Shapes:
+        """What `evaluate` with the same arguments would return, by shape, and its cost
+        (POST /v1/shapes): every tensor is sent by its shape alone and nothing is computed.
+        A request too large or wrong raises as evaluate would."""
+        return self.shapes_json(_graph_of(outputs, kwargs).to_json(*outputs, **kwargs,
+                                                                   values=False))
+
+    def shapes_json(self, body: dict) -> Shapes:
+        """POST /v1/shapes with a request body; tensors in it may be `{"shape": [...]}`."""
+        return Shapes(self.request("POST", "/v1/shapes", json=body))
+
+    # -- one derivative: NumPy arrays in and out (as torch.func and jax) ----------------------
+
+    def vjp(self, of, seeds, wrt=None, *, batch: bool = False, dtype: str = "float32"):
+        """Σ seeds · d(of)/d(wrt): the gradient for the cotangent `seeds` (of `of`'s shape).
+
+        With `batch=True`, `seeds` holds k cotangents, (k, *shape(of)), and each gradient
+        is (k, *shape(w)): k rows of the Jacobian from one forward pass. `wrt` (Nodes or
+        ids; default every parameter) one gives one array, several a tuple of them.
+        """
+        body = _graph_of([of], wrt).to_json(grad_of=of, wrt=wrt, seed=seeds, batch=batch,
+                                            dtype=dtype)
+        r = self._derivatives(body)
+        return _by(wrt, r.gradients, body["grad"]["wrt"])
+
+    def jvp(self, of, tangents: dict, *, batch: bool = False, dtype: str = "float32"):
+        """Σ_x d(of)/dx · tangents[x]: the directional derivative along `tangents`
+        ({input Node or id: array}; inputs left out have zero tangents).
+
+        With `batch=True`, every tangent has a leading axis of k directions and the result
+        is (k, *shape(of)). One `of` gives one array, several a tuple of them.
+        """
+        spec = {"of": listed(of), "tangents": tangents, "batch": batch}
+        body = _graph_of([of], spec).to_json(jvp=spec, dtype=dtype)
+        return _by(of, self._derivatives(body).jvp, body["jvp"]["of"])
+
+    def hvp(self, of, tangents: dict, wrt=None, *, seed=None, batch: bool = False,
+            dtype: str = "float32"):
+        """Σ_j ∂²(seed · of)/∂w ∂j · tangents[j] for each w of `wrt`: the Hessian (or, when
+        `wrt` and the tangents name different inputs, a block of it) times a vector.
+
+        `seed` is needed when `of` is not a single element; with `batch=True`, k tangent
+        directions give (k, *shape(w)). `wrt` (inputs; default every parameter) one gives
+        one array, several a tuple of them.
+        """
+        spec = {"of": of, "tangents": tangents, "wrt": wrt, "seed": seed, "batch": batch}
+        body = _graph_of([of], spec).to_json(hvp=spec, dtype=dtype)
+        return _by(wrt, self._derivatives(body).hvp, body["hvp"]["wrt"])
+
+    def jacobian(self, of, wrt=None, *, dtype: str = "float32"):
+        """d(of)/d(wrt), of shape (*shape(of), *shape(wrt)) (torch.func.jacrev's layout); the
+        server picks forward or reverse mode by the sizes.
+
+        One `of` and one `wrt` (inputs; default every parameter) give one array; several
+        give a tuple, and both several a tuple (over `of`) of tuples (over `wrt`), as jax.
+        """
+        spec = {"of": listed(of), "wrt": wrt}
+        body = _graph_of([of], spec).to_json(jacobian=spec, dtype=dtype)
+        rows = self._derivatives(body).jacobians
+        by_of = {y: _by(wrt, row, body["jacobian"]["wrt"]) for y, row in rows.items()}
+        return _by(of, by_of, body["jacobian"]["of"])
+
+    def _derivatives(self, body: dict) -> Result:
+        body["outputs"] = []  # the derivatives alone: no values come back
+        return self.evaluate_json(body)
 
     def evaluate_many(self, requests: Iterable, concurrency: int = 8, *,
                       return_exceptions: bool = False, progress: bool | None = None
@@ -257,11 +327,34 @@ def _no_answer(code: str, url: str, e: Exception) -> dict:
             "detail": f"{url}: {e}"}
 
 
-def _graph_of(outputs, grad_of) -> Graph:
-    first = next((n for n in (*outputs, grad_of) if n is not None), None)
-    if not isinstance(first, Node):
-        raise TypeError("evaluate needs Nodes: at least one output or grad_of")
-    return first.graph
+def _graph_of(*named) -> Graph:
+    """The Graph of the first Node among what a request names (ids alone name no graph)."""
+    for n in _nodes_in(named):
+        return n.graph
+    raise TypeError("a request needs at least one Node (ids alone do not say which Graph)")
+
+
+def _nodes_in(x):
+    """Every Node in outputs, lists of Nodes and ids, and the dicts of jvp, hvp, jacobian."""
+    if isinstance(x, Node):
+        yield x
+    elif isinstance(x, dict):
+        for k, v in x.items():
+            yield from _nodes_in(k)
+            if k == "tangents" and isinstance(v, dict):
+                yield from _nodes_in(list(v))
+            elif k != "seed":  # arrays: no Nodes in them
+                yield from _nodes_in(v)
+    elif isinstance(x, (list, tuple)):
+        for v in x:
+            yield from _nodes_in(v)
+
+
+def _by(asked, arrays: dict, ids: list[str]):
+    """One array when one Node or id was asked for, else a tuple in the order of `ids`."""
+    if isinstance(asked, (Node, str)):
+        return arrays[ids[0]]
+    return tuple(arrays[i] for i in ids)
 
 
 def _body(item) -> dict:
@@ -269,14 +362,14 @@ def _body(item) -> dict:
     if isinstance(item, Node):
         item = (item,)
     if isinstance(item, (tuple, list)):
-        return _graph_of(item, None).to_json(*item)
+        return _graph_of(item).to_json(*item)
     if isinstance(item, dict):
         if "nodes" in item:
             return item
         kw = dict(item)
         outputs = kw.pop("outputs", ())
         outputs = (outputs,) if isinstance(outputs, Node) else tuple(outputs)
-        return _graph_of(outputs, kw.get("grad_of")).to_json(*outputs, **kw)
+        return _graph_of(outputs, kw).to_json(*outputs, **kw)
     raise TypeError(f"a request is a Node, a tuple of Nodes or a dict, not {type(item).__name__}")
 
 

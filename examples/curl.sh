@@ -3,6 +3,7 @@
 #
 #   bash examples/curl.sh                        # GRADSERVE_URL defaults to http://127.0.0.1:8000
 #   GRADSERVE_URL=http://host:8000 GRADSERVE_API_KEY=... bash examples/curl.sh
+#   bash examples/curl.sh BODY.json              # another request body, from a file
 #
 # Prints the JSON response as the server wrote it (no jq needed); on an error, prints the
 # application/problem+json body and exits non-zero.
@@ -15,7 +16,7 @@ fi
 
 curl --silent --show-error --fail-with-body "${auth[@]}" \
   -H 'Content-Type: application/json' \
-  --data-binary @- "${url}/v1/evaluate" <<'JSON'
+  --data-binary "@${1:--}" "${url}/v1/evaluate" <<'JSON'
 {
   "inputs": {
     "x": {"data": [[1, 2], [3, 4]]},

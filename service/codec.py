@@ -17,6 +17,7 @@ import orjson
 import pybase64  # SIMD base64: 20x the standard library's on a 16 MB tensor
 
 from autograd.shapes import extent
+from client.codec import encoded_size as encoded_size  # one bound: here and Client.local()
 
 from .errors import ApiError, pointer
 from .schemas import MAX_RANK, TensorIn
@@ -177,14 +178,3 @@ def _values(a: np.ndarray):
     if a.ndim == 0:
         return a[()]  # a NumPy scalar: orjson keeps float32's shortest repr
     return np.ascontiguousarray(a)
-
-
-def encoded_size(shape, dtype: np.dtype, encoding: str) -> int:
-    """An upper bound on a response tensor's bytes, known from its shape alone."""
-    n = math.prod(shape)
-    head = 64 + sum(len(str(d)) + 1 for d in shape)  # the members, and the shape's digits
-    if encoding == "base64":
-        return 4 * math.ceil(n * dtype.itemsize / 3) + head
-    per = 16 if dtype.itemsize == 4 else 25  # longest shortest-repr, and a comma
-    lists = sum(math.prod(shape[:k]) for k in range(len(shape))) if encoding == "nested" else 1
-    return n * per + 3 * lists + head  # brackets, and a comma after each inner list

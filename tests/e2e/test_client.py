@@ -10,6 +10,12 @@ import client.errors as E
 from autograd import OPS, Limits
 from client import Client, Graph, ops
 from client.codec import BINARY_OVER
+from tests.client.test_client_derivatives import CASES as DERIVATIVES
+from tests.client.test_client_derivatives import REFUSED as DERIVATIVE_REFUSALS
+from tests.client.test_client_derivatives import assert_same, by_hand, everything
+from tests.client.test_client_derivatives import body_of as refused_body
+from tests.client.test_client_derivatives import model as derivatives_model
+from tests.service.test_vmap import batched as vmapped
 
 X = np.array([[1.0, 2.0], [3.0, 4.0]])
 W = np.array([[0.5], [-0.25]])
@@ -299,6 +305,13 @@ def test_keys_sizes_and_deadlines_raise_their_classes(start_server):
         with pytest.raises(E.DeadlineError) as err:
             c.evaluate(loss, grad_of=loss)
         assert (err.value.status, err.value.code) == (504, "deadline_exceeded")
+        x = g.parameter("x", np.ones(20))
+        y = x.tanh()
+        for ask in (c.evaluate, c.shapes):  # 20 x 20 elements: refused before any is computed
+            with pytest.raises(E.TooLargeError) as err:
+                ask(y, jacobian={"of": [y], "wrt": [x]})
+            assert (err.value.code, err.value.errors[0]["pointer"]) == ("tensor_too_large",
+                                                                         "/jacobian")
 
     local = Client.local(limits=Limits(max_elements=100), deadline_s=1e-6)
     for request, cls, code in [(big, E.TooLargeError, "tensor_too_large"),
@@ -306,3 +319,59 @@ def test_keys_sizes_and_deadlines_raise_their_classes(start_server):
         with pytest.raises(cls) as err:
             local.evaluate(request, grad_of=request)
         assert err.value.code == code
+
+
+# ---- derivatives beyond one gradient (PROTOCOL.md §8, §9): local and remote agree ---------
+
+@pytest.mark.parametrize(("name", "call", "want"), DERIVATIVES, ids=[c[0] for c in DERIVATIVES])
+def test_each_derivative_call_agrees_remotely_and_locally(remote, name, call, want):
+    got = call(remote, derivatives_model())
+    assert_same(got, want(by_hand()))
+    assert_same(call(Client.local(), derivatives_model()), got)
+
+
+def test_one_request_with_all_four_and_its_shapes_agree_remotely_and_locally(remote):
+    n = derivatives_model()
+    bodies = []
+    for c in (remote, Client.local()):
+        r = c.evaluate(n["f"], **everything(n), dtype="float64")
+        s = c.shapes(n["f"], **everything(n), dtype="float64")
+        assert s.jacobians["y"]["b"] == r.jacobians["y"]["b"].shape == (4, 1, 4, 1)
+        assert s.gradients["w"] == r.grad("w").shape == (2, 3, 1)
+        bodies.append((r, s))
+    (rr, rs), (lr, ls) = bodies
+    for member in ("outputs", "gradients", "jvp", "hvp"):
+        for k, v in getattr(lr, member).items():
+            np.testing.assert_allclose(getattr(rr, member)[k], v, **CLOSE["float64"])
+    np.testing.assert_allclose(rr.jacobians["y"]["b"], lr.jacobians["y"]["b"],
+                               **CLOSE["float64"])
+    assert rs.body == ls.body  # shapes, dtypes and cost: the same plan on both sides
+
+
+# the refusals that need no client limits (the server's are in test_keys_sizes_and_deadlines)
+SERVER_REFUSALS = [r for r in DERIVATIVE_REFUSALS if not r[1]]
+
+
+@pytest.mark.parametrize(("request_", "settings", "cls", "code", "at"), SERVER_REFUSALS,
+                         ids=[f"{r[3]}{r[4]}" for r in SERVER_REFUSALS])
+def test_a_refused_derivative_raises_the_same_error_remotely(remote, request_, settings, cls,
+                                                             code, at):
+    for route in ("/v1/evaluate", "/v1/shapes"):
+        with pytest.raises(cls) as err:
+            remote.request("POST", route, json=refused_body(**request_))
+        assert (err.value.code, [e["pointer"] for e in err.value.errors]) == (code, [at])
+
+
+def test_a_vmapped_body_is_answered_the_same_remotely_and_locally(remote):
+    body = vmapped(grad={"of": "loss", "wrt": ["w", "b"]},
+                   jvp={"tangents": {"w": {"data": [[1], [0]]}}, "of": ["loss"]},
+                   hvp={"of": "loss", "tangents": {"w": {"data": [[1], [0]]}}},
+                   jacobian={"of": ["a"], "wrt": ["w"]})
+    rr, lr = remote.evaluate_json(body), Client.local().evaluate_json(body)
+    assert rr.jacobians["a"]["w"].shape == lr.jacobians["a"]["w"].shape == (4, 2, 1, 2, 1)
+    for member in ("outputs", "gradients", "jvp", "hvp"):
+        assert getattr(rr, member).keys() == getattr(lr, member).keys()
+        for k, v in getattr(lr, member).items():
+            np.testing.assert_allclose(getattr(rr, member)[k], v, **CLOSE["float64"])
+    body["inputs"]["x"] = {"shape": [4, 2, 2]}
+    assert remote.shapes_json(body).body == Client.local().shapes_json(body).body

@@ -1,7 +1,9 @@
-"""examples/: curl, Node.js and Python against a real gunicorn print the same, right numbers."""
+"""examples/: curl, Node.js and Python against a real gunicorn print the same, right numbers;
+the curl jvp and the Newton-CG examples print the right derivatives and optimum."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import re
@@ -13,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.e2e.test_client import F32, reference
+from tests.e2e.test_client import F32, X, reference
 
 ROOT = Path(__file__).resolve().parents[2]
 LINE = re.compile(r"^(grad )?(\w+) = (.+)$")
@@ -71,9 +73,50 @@ def test_the_curl_example_sends_protocol_section_1(example):
     assert sent == example
 
 
-@pytest.mark.parametrize("name", sorted(EXAMPLES))
+def test_the_curl_jvp_example_prints_values_and_directional_derivatives(server):
+    done = run(["bash", "examples/curl-jvp.sh"], server.url)
+    assert done.returncode == 0, done.stderr
+    body = json.loads(done.stdout)
+    a = reference()["a"]
+    da = a * (1 - a) * (X @ [[1.0], [2.0]])  # along the tangent [[1], [2]] of w
+    assert set(body) == {"outputs", "gradients", "jvp", "warnings", "stats"}
+    np.testing.assert_allclose(body["outputs"]["a"]["data"], a, **F32)
+    np.testing.assert_allclose(body["jvp"]["a"]["data"], da, **F32)
+    np.testing.assert_allclose(body["jvp"]["loss"]["data"], da.mean(), **F32)
+    assert body["jvp"]["a"]["shape"] == [2, 1] and body["jvp"]["loss"]["shape"] == []
+
+
+def newton_module():
+    spec = importlib.util.spec_from_file_location("newton", ROOT / "examples/python/newton.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)  # defines the data and the loss; main() is not run
+    return module
+
+
+def test_the_newton_example_finds_the_optimum_gradient_descent_finds(server):
+    done = run([sys.executable, "examples/python/newton.py"], server.url)
+    assert done.returncode == 0, done.stderr
+    lines = dict(line.split(" = ", 1) for line in done.stdout.splitlines() if " = " in line)
+    newton, descent = (np.array(json.loads(lines[k])) for k in ("newton w", "descent w"))
+    np.testing.assert_allclose(newton, descent, atol=1e-6)
+    hvps = re.search(r"newton-cg: (\d+) iterations, (\d+) hessian-vector products", done.stdout)
+    assert hvps and int(hvps[2]) >= int(hvps[1]) >= 2
+    # the optimum, checked in NumPy on the example's own data: the gradient vanishes there
+    m = newton_module()
+    x, y = m.make_data()
+    p = 1 / (1 + np.exp(-x @ descent[:, None]))
+    grad = x.T @ (p - y) / len(x) + 2 * m.LAM * descent[:, None]
+    assert np.abs(grad).max() < 1e-8
+
+
+SCRIPTS = {**{name: argv for name, (argv, _) in EXAMPLES.items()},
+           "curl-jvp": ["bash", "examples/curl-jvp.sh"],
+           "newton": [sys.executable, "examples/python/newton.py"]}
+
+
+@pytest.mark.parametrize("name", sorted(SCRIPTS))
 def test_an_example_reports_a_refusal_and_fails(server, name):
-    done = run(EXAMPLES[name][0], server.url + "/not-here")  # every path below it is a 404
+    done = run(SCRIPTS[name], server.url + "/not-here")  # every path below it is a 404
     assert done.returncode != 0
     assert "not_found" in done.stdout + done.stderr
 

@@ -40,21 +40,27 @@ class Strict(BaseModel):
 
 # ---- requests ---------------------------------------------------------------------------
 
-def _given(*names: str) -> dict:
-    """JSON Schema for "these members are present and not null" (a null member is absent)."""
-    return {"required": list(names), "properties": {n: {"not": {"type": "null"}} for n in names}}
+def _given(*names: str, absent: tuple[str, ...] = ()) -> dict:
+    """JSON Schema for "these members are present and not null, those absent or null" (a null
+    member is absent)."""
+    properties = {n: {"not": {"type": "null"}} for n in names} | {n: {"type": "null"}
+                                                                  for n in absent}
+    return {"required": list(names), "properties": properties}
 
 
 class TensorIn(Strict):
-    """Nested `{data}`, flat `{shape, data}` or binary `{shape, dtype, b64}` (PROTOCOL.md §3)."""
+    """Nested `{data}`, flat `{shape, data}` or binary `{shape, dtype, b64}` (PROTOCOL.md §3).
+    Numbers are JSON numbers or the strings "NaN", "Infinity", "-Infinity"."""
 
-    model_config = ConfigDict(json_schema_extra={"oneOf": [
-        {"title": "nested", **_given("data"), "not": {"anyOf": [
-            _given("shape"), _given("b64"), {"required": ["encoding"],
-                                              "properties": {"encoding": {"const": "flat"}}}]}},
-        {"title": "flat", **_given("shape", "data"), "not": _given("b64")},
-        {"title": "binary", **_given("shape", "dtype", "b64"), "not": _given("data")},
-    ]})
+    # The forms as if/then/else, which validators check and code generators pass over (a
+    # `oneOf` of them made openapi-generator find several matches, openapi-python-client none).
+    model_config = ConfigDict(json_schema_extra={
+        "if": _given("b64"),
+        "then": _given("shape", "dtype", absent=("data",)),
+        "else": {**_given("data"), "if": {"required": ["encoding"],
+                                          "properties": {"encoding": {"const": "flat"}}},
+                 "then": _given("shape")},
+    })
 
     data: SkipValidation[NestedData] | None = Field(
         None, description="numbers, nested (shape inferred) or flat in C order with `shape`")
@@ -107,8 +113,7 @@ class GradSpec(Strict):
 
 
 class EvaluateRequest(Strict):
-    inputs: dict[Id, InputTensor] = Field(description="named leaf tensors", json_schema_extra={
-        "additionalProperties": False})  # a name off the id pattern is refused, as in the model
+    inputs: dict[Id, InputTensor] = Field(description="named leaf tensors")
     nodes: list[Node] = Field(description="operations, in any order")
     outputs: list[Id] | None = Field(None, description="ids whose values are returned; "
                                      "default: every node no other node uses")

@@ -34,7 +34,7 @@ from .errors import (
     UnknownId,
     UnknownOp,
 )
-from .registry import OPS, Op, is_number
+from .registry import OPS, Op, is_number, suggest
 from .shapes import Shape, extent, size
 from .tensor import Tensor, as_dtype, backprop, constant, initial_grad
 
@@ -88,7 +88,8 @@ class Step:
 class Result:
     outputs: dict[str, np.ndarray]
     gradients: dict[str, np.ndarray]
-    warnings: list[dict]  # from Plan.run: anomalies (anomaly=True); nonfinite() adds the rest
+    warnings: list[dict]  # from Plan.run: the plan's notes, anomalies (anomaly=True);
+    #                       nonfinite() adds the rest
     stats: dict
 
 
@@ -140,6 +141,10 @@ class Plan:
         self.outputs = [_known(o, known, ("outputs", k), "outputs")
                         for k, o in enumerate(outputs)]
         self.of, self.wrt = self._grad_spec(grad, seed_shape, known)
+        self.notes = [] if self.of is None or self.wrt else [{
+            "id": self.of, "kind": "nothing_to_differentiate",
+            "detail": f"grad.of {self.of!r} has nothing to differentiate: grad.wrt is empty and "
+                      f"no input has requires_grad: true, so no gradient is returned"}]
 
         roots = [*self.outputs, self.of] if self.of else self.outputs
         needed = _ancestors(roots, self.tensors)
@@ -171,7 +176,7 @@ class Plan:
             name = node.get("op")
             op = OPS.get(name) if isinstance(name, str) else None
             if op is None:
-                raise UnknownOp(f"node {nid!r}: unknown op {name!r}; GET /v1/ops lists them",
+                raise UnknownOp(f"node {nid!r}: unknown op {name!r}{_did_you_mean(name)}",
                                 path=("nodes", i, "op"), node=nid)
             args = node.get("args", ())
             if not isinstance(args, (list, tuple)):
@@ -376,7 +381,7 @@ class Plan:
             outputs = {name: np.asarray(tensors[name].data) for name in self.outputs}
         stats = {"nodes": len(self.steps), "forward_ms": round((t1 - t0) * 1e3, 3),
                  "backward_ms": round((t2 - t1) * 1e3, 3)}
-        return Result(outputs, gradients, watch.found, stats)
+        return Result(outputs, gradients, self.notes + watch.found, stats)
 
     def _backward(self, seed, deadline, watch) -> dict[str, np.ndarray]:
         tensors, dt = self.tensors, self.dtype
@@ -458,6 +463,11 @@ def _nonfinite(arrays: Mapping[str, np.ndarray], where: str) -> list[dict]:
         found += [{"id": name, "in": where, "kind": kind, "count": n}
                   for kind, n in (("nan", nan), ("inf", inf)) if n]
     return found
+
+
+def _did_you_mean(name) -> str:
+    meant = suggest(name) if isinstance(name, str) else None
+    return f"; did you mean {meant!r}?" if meant else ""
 
 
 def _check_elements(shape, limits: Limits, path, what):

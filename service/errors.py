@@ -83,13 +83,18 @@ def pointer(path) -> str:
     return "".join("/" + str(p).replace("~", "~0").replace("/", "~1") for p in path)
 
 
+# Where to look next, by engine code: the engine speaks no HTTP, so the service says it.
+ENGINE_HINTS = {"unknown_op": "GET /v1/ops lists every op"}
+
+
 def from_engine(e: AutogradError) -> ApiError:
     status = ENGINE_STATUS.get(e.code, 422)
     if isinstance(e, CycleError):
         errors = [{"pointer": pointer(e.path), "detail": f"cycle through {', '.join(e.ids)}"}]
     else:
         errors = [{"pointer": pointer(e.path), "detail": e.detail}]
-    return ApiError(status, e.code, e.detail, errors)
+    hint = ENGINE_HINTS.get(e.code)
+    return ApiError(status, e.code, f"{e.detail}; {hint}" if hint else e.detail, errors)
 
 
 def from_validation(e: ValidationError) -> ApiError:

@@ -134,8 +134,13 @@ class TensorOut(BaseModel):
 
 
 class NumericWarning(BaseModel):
+    """A non-finite value (`nan`, `inf`), or a request that asks for something it cannot
+    get (`nothing_to_differentiate`: `grad` with an empty `wrt`; its `detail` says why)."""
+
     id: str
-    kind: Literal["nan", "inf"]
+    kind: Literal["nan", "inf", "nothing_to_differentiate"]
+    detail: str | None = Field(None, description="what went wrong, for a kind that is not "
+                               "a count of values")
     count: int | None = Field(None, description="how many values, for a returned tensor")
     in_: Literal["outputs", "gradients"] | None = Field(None, alias="in")
     op: str | None = Field(None, description="with anomaly: the op of the first bad node")

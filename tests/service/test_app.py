@@ -245,6 +245,18 @@ def test_wrt_defaults_to_inputs_with_requires_grad(app_client, example):
     assert_f32(got["gradients"]["b"], want["b"], (1,))
 
 
+@pytest.mark.parametrize("wrt", ["default", "empty"])
+def test_grad_with_nothing_to_differentiate_is_a_warning(app_client, example, openapi, wrt):
+    del example["inputs"]["w"]["requires_grad"]
+    change(example, "grad/wrt", DROP if wrt == "default" else [])
+    got = ok(app_client.post("/v1/evaluate", json=example))
+    conforms(openapi, got, "EvaluateResponse")
+    assert got["gradients"] == {} and set(got["outputs"]) == {"loss", "a"}
+    (warning,) = got["warnings"]
+    assert warning["id"] == "loss" and warning["kind"] == "nothing_to_differentiate"
+    assert "requires_grad: true" in warning["detail"]
+
+
 def test_gradients_wrt_intermediate_nodes_and_an_unrelated_input(app_client, example):
     example["inputs"]["u"] = {"data": [[CANARY, 2, 3]], "requires_grad": True}
     example["grad"]["wrt"] = ["z", "h", "u", "x"]
@@ -407,6 +419,34 @@ RAW = [
                          ids=[r[0] for r in RAW])
 def test_raw_body_errors(app_client, data, content_type, status, code):
     problem(app_client.post("/v1/evaluate", data=data, content_type=content_type), status, code)
+
+
+NONFINITE_HINT = 'the strings "NaN", "Infinity" and "-Infinity"'
+
+
+@pytest.mark.parametrize(("name", "data", "status", "hinted"), [
+    ("Python's json.dumps: bare NaN", b'{"inputs": {"x": {"data": [1.0, NaN]}}, "nodes": []}',
+     400, True),
+    ("bare -Infinity", b'{"inputs": {"x": {"data": -Infinity}}, "nodes": []}', 400, True),
+    ("numpy's str: nan", b'{"inputs": {"x": {"data": [nan]}}, "nodes": []}', 400, True),
+    ("JavaScript's JSON.stringify: null", b'{"inputs": {"x": {"data": [[1, null]]}}, '
+     b'"nodes": []}', 422, True),
+    ("a trailing comma", b'{"inputs": {"x": {"data": [1,]}}, "nodes": []}', 400, False),
+    ("a boolean in data", b'{"inputs": {"x": {"data": [true]}}, "nodes": []}', 422, False),
+])
+def test_non_finite_mistakes_say_how_to_write_them(app_client, name, data, status, hinted):
+    r = app_client.post("/v1/evaluate", data=data, content_type="application/json")
+    body = problem(r, status, "malformed_json" if status == 400 else "bad_tensor")
+    assert (NONFINITE_HINT in body["detail"]) == hinted, body["detail"]
+
+
+@pytest.mark.parametrize(("op", "meant"), [("sigmod", "sigmoid"), ("Sigmoid", "sigmoid"),
+                                           ("swish", None)])
+def test_unknown_op_says_what_was_meant_and_where_the_ops_are(app_client, example, op, meant):
+    example["nodes"][2]["op"] = op
+    body = problem(app_client.post("/v1/evaluate", json=example), 422, "unknown_op")
+    assert ("did you mean 'sigmoid'?" in body["detail"]) == bool(meant)
+    assert body["detail"].endswith("GET /v1/ops lists every op")
 
 
 @pytest.mark.parametrize("content_type", ["application/json; charset=utf-8",

@@ -76,3 +76,14 @@ def test_an_example_reports_a_refusal_and_fails(server, name):
     done = run(EXAMPLES[name][0], server.url + "/not-here")  # every path below it is a 404
     assert done.returncode != 0
     assert "not_found" in done.stdout + done.stderr
+
+
+def test_the_training_example_fits_its_line(server):
+    """examples/python/train.py: gradient descent through the server finds w and b."""
+    done = run([sys.executable, "examples/python/train.py"], server.url)
+    assert done.returncode == 0, done.stderr
+    lines = dict(line.split(" = ", 1) for line in done.stdout.splitlines())
+    losses = [float(v) for k, v in lines.items() if k.startswith("step")]
+    assert losses[-1] < 1e-4 * losses[0]
+    np.testing.assert_allclose(json.loads(lines["w"]), [2.0, -1.0, 0.5], atol=1e-3)
+    np.testing.assert_allclose(json.loads(lines["b"]), [0.3], atol=1e-3)

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from . import derivatives, specs
 from .errors import (
     ArityError,
     AutogradError,
@@ -91,6 +92,9 @@ class Result:
     warnings: list[dict]  # from Plan.run: the plan's notes, anomalies (anomaly=True);
     #                       nonfinite() adds the rest
     stats: dict
+    jvp: dict[str, np.ndarray] = field(default_factory=dict)
+    hvp: dict[str, np.ndarray] = field(default_factory=dict)
+    jacobians: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
 
 
 def _check_id(name, path: tuple) -> None:
@@ -112,8 +116,9 @@ class Plan:
     """
 
     def __init__(self, nodes: Sequence[Mapping], inputs: Mapping[str, Leaf], *, outputs=None,
-                 grad: Mapping | None = None, seed_shape=None, dtype="float32",
-                 limits: Limits | None = None):
+                 grad: Mapping | None = None, seed_shape=None, jvp: Mapping | None = None,
+                 hvp: Mapping | None = None, jacobian: Mapping | None = None,
+                 dtype="float32", limits: Limits | None = None):
         limits = limits or Limits()
         self.dtype = dt = as_dtype(dtype)
         limits.check_nodes(len(nodes))
@@ -140,18 +145,31 @@ class Plan:
             outputs = [s.id for s in sorted(steps, key=_index) if s.id not in used]
         self.outputs = [_known(o, known, ("outputs", k), "outputs")
                         for k, o in enumerate(outputs)]
-        self.of, self.wrt = self._grad_spec(grad, seed_shape, known)
+        self.of, self.wrt, self.batch = self._grad_spec(grad, seed_shape, known)
         self.notes = [] if self.of is None or self.wrt else [{
             "id": self.of, "kind": "nothing_to_differentiate",
             "detail": f"grad.of {self.of!r} has nothing to differentiate: grad.wrt is empty and "
                       f"no input has requires_grad: true, so no gradient is returned"}]
+        self.jvp = specs.jvp(jvp, self, known)
+        self.hvp = specs.hvp(hvp, self, known)
+        self.jacobian = specs.jacobian(jacobian, self, known)
+        extra = self.jvp or self.hvp or self.jacobian
 
-        roots = [*self.outputs, self.of] if self.of else self.outputs
+        roots = [*self.outputs, *([self.of] if self.of else []), *specs.roots(self)]
         needed = _ancestors(roots, self.tensors)
         self.steps = [s for s in steps if s.tensor in needed]
-        self.path = self._backward_path()
-        self.backward_frees = self._liveness()
+        self._mark([*self.wrt, *specs.reverse_targets(self)])
+        self.path = self._path([self.of], self.wrt) if self.of else []
+        if self.hvp:
+            self.hvp.path = self._path([self.hvp.of], list(self.hvp.tangents))
+        if self.jacobian and self.jacobian.mode == "reverse":
+            self.jacobian.paths = {y: self._path([y], self.jacobian.wrt)
+                                   for y in self.jacobian.of}
+        # Extra derivatives read forward values after the forward pass: nothing is freed then.
+        self.backward_frees = None if extra else self._liveness()
         self.cost = self._cost(limits)
+        if extra:
+            self.cost = specs.cost(self, limits)
         self._filled = [*(self.tensors[name] for name in self.inputs),
                         *(s.tensor for s in self.steps)]
         self._lock = threading.Lock()
@@ -236,39 +254,51 @@ class Plan:
 
     def _grad_spec(self, grad, seed_shape, known):
         if not grad:
-            return None, []
+            return None, [], ()
         of = _known(grad.get("of"), known, ("grad", "of"), "grad.of")
         wrt = grad.get("wrt")
         if wrt is None:
             wrt = [name for name, leaf in self.inputs.items() if leaf.requires_grad]
         wrt = [_known(w, known, ("grad", "wrt", k), "grad.wrt") for k, w in enumerate(wrt)]
         shape = self.tensors[of].shape
+        if grad.get("batch"):
+            if seed_shape is None:
+                raise SeedRequired("grad.batch needs a seed of shape (k, *shape(of)): k "
+                                   "cotangents", path=("grad", "seed"))
+            batch = specs.lead(seed_shape, shape, ("grad", "seed"), f"grad.of {of!r}")
+            return of, wrt, batch
         if seed_shape is None and size(shape) != 1:
             raise SeedRequired(f"grad.of {of!r} has shape {shape}: a seed of that shape is "
                                f"required when `of` is not a single element", path=("grad",))
         if seed_shape is not None and tuple(seed_shape) != shape:
             raise ShapeMismatch(f"grad.seed has shape {tuple(seed_shape)} but {of!r} has shape "
                                 f"{shape}", path=("grad", "seed"))
-        return of, wrt
+        return of, wrt, ()
 
-    def _backward_path(self) -> list[Tensor]:
-        """Tensors between `of` and `wrt`, in topological order; sets their `needs`."""
-        if self.of is None:
-            return []
+    def _mark(self, targets) -> None:
+        """Every tensor that depends on a target wants a gradient, and says from which parents."""
         tensors = self.tensors
-        reach = {tensors[w] for w in self.wrt}
+        reach = {tensors[w] for w in targets}
+        for t in reach:
+            t.requires_grad = True
         for s in self.steps:
-            if not reach.isdisjoint(s.tensor.parents):
-                reach.add(s.tensor)
-        above = _ancestors([self.of], tensors)
-        path = [tensors[name] for name in self.inputs if tensors[name] in reach]
+            t = s.tensor
+            if not reach.isdisjoint(t.parents):
+                reach.add(t)
+                t.needs = tuple(p in reach for p in t.parents)
+                t.requires_grad = True
+
+    def _path(self, roots, targets) -> list[Tensor]:
+        """Tensors between the roots and the targets, in topological order (marked first)."""
+        tensors = self.tensors
+        above = _ancestors(roots, tensors)
+        wanted = {tensors[w] for w in targets}
+        path = [tensors[name] for name in self.inputs if tensors[name] in wanted]
         path = [t for t in path if t in above]
         for s in self.steps:
             t = s.tensor
-            if t in reach and t in above:
+            if t in above and t.requires_grad and (t in wanted or any(t.needs)):
                 path.append(t)
-                t.needs = tuple(p in reach for p in t.parents)
-                t.requires_grad = True
         return path
 
     def _liveness(self) -> list[list[Tensor]]:
@@ -300,7 +330,8 @@ class Plan:
         return frees
 
     def _cost(self, limits: Limits) -> Cost:
-        """Walk the plan's own release schedule in bytes: the peak it reaches, and FLOPs."""
+        """Walk the plan's own release schedule in bytes: the peak it reaches, and FLOPs.
+        Batched cotangents (k of them) multiply the backward pass's gradients."""
         item, prod = self.dtype.itemsize, math.prod
         nbytes = {t: prod(t.shape) * item for t in self.tensors.values()}
         largest = max(nbytes.values(), default=0) // item
@@ -308,54 +339,55 @@ class Plan:
         flops = 0.0
         for s in self.steps:
             t = s.tensor
-            flops += _flops(t)
+            flops += flops_of(t)
             live += nbytes[t]
             if live + nbytes[t] > peak:  # and one temporary of the output's size
                 peak = live + nbytes[t]
             for dead in s.frees:
                 live -= nbytes[dead]
         if self.of is not None:
+            k = prod(self.batch) if self.batch else 1
             keep, has_grad = {self.tensors[w] for w in self.wrt}, {self.tensors[self.of]}
-            live += nbytes[self.tensors[self.of]]
-            for t, frees in zip(reversed(self.path), self.backward_frees, strict=True):
+            live += k * nbytes[self.tensors[self.of]]
+            frees = self.backward_frees or [()] * len(self.path)
+            for t, dead_now in zip(reversed(self.path), frees, strict=True):
                 if t.op is not None:
-                    flops += 2 * _flops(t)
+                    flops += 2 * k * flops_of(t)
                     for p, need in zip(t.parents, t.needs, strict=True):
                         if need and p not in has_grad:
                             has_grad.add(p)
-                            live += nbytes[p]
-                    peak = max(peak, live + nbytes[t])
+                            live += k * nbytes[p]
+                    temp = k * _grad_temp(t)  # a rule's largest temporary, before reduction
+                    if limits.max_elements is not None and temp > limits.max_elements:
+                        raise LimitExceeded(
+                            f"the gradient of node {t.name!r} ({t.op.name}) passes through a "
+                            f"temporary of {temp:,} elements; the limit is "
+                            f"{limits.max_elements:,}", code="tensor_too_large", path=("grad",))
+                    peak = max(peak, live + temp * item)
                 if t not in keep:
                     live -= nbytes[t]
-                for dead in frees:
+                for dead in dead_now:
                     live -= nbytes[dead]
-        cost = Cost(largest, peak, flops)
-        if limits.max_flops is not None and cost.flops > limits.max_flops:
-            raise LimitExceeded(f"the graph needs about {cost.flops:.3g} floating-point "
-                                f"operations; the limit is {limits.max_flops:.3g}",
-                                code="graph_too_large")
-        if limits.max_total_bytes is not None and cost.peak_bytes > limits.max_total_bytes:
-            raise LimitExceeded(f"the graph needs about {_mib(cost.peak_bytes)} of tensors at "
-                                f"once; the limit is {_mib(limits.max_total_bytes)}",
-                                code="graph_too_large")
-        return cost
+        return refuse(Cost(largest, peak, flops), limits)
 
     # -- running ---------------------------------------------------------------------------
 
-    def run(self, arrays: Mapping[str, np.ndarray], seed=None, *, deadline: float | None = None,
-            anomaly: bool = False) -> Result:
-        """Forward, then backward if a gradient was planned. `deadline` is time.monotonic().
+    def run(self, arrays: Mapping[str, np.ndarray], seed=None, *,
+            tangents: Mapping | None = None, hvp: Mapping | None = None,
+            deadline: float | None = None, anomaly: bool = False) -> Result:
+        """Forward, then each derivative planned. `deadline` is time.monotonic().
 
-        Runs of one plan take turns (it holds the data while running); nothing of a run
-        stays in the plan after it."""
+        `seed` is grad's; `tangents` maps jvp's input ids to arrays; `hvp` is
+        {"seed": array or None, "tangents": {id: array}}. Runs of one plan take turns (it
+        holds the data while running); nothing of a run stays in the plan after it."""
         with self._lock:
             try:
-                return self._run(arrays, seed, deadline, anomaly)
+                return self._run(arrays, seed, tangents, hvp, deadline, anomaly)
             finally:
                 for t in self._filled:
                     t.data = None
 
-    def _run(self, arrays, seed, deadline, anomaly) -> Result:
+    def _run(self, arrays, seed, tangents, hvp, deadline, anomaly) -> Result:
         tensors, dt = self.tensors, self.dtype
         for name in self.inputs:
             a = np.asarray(arrays[name], dtype=dt)
@@ -377,32 +409,95 @@ class Plan:
                     dead.data = None
             t1 = time.perf_counter()
             gradients = self._backward(seed, deadline, watch) if self.of else {}
+            result = Result({}, gradients, self.notes + watch.found, {})
+            if self.jvp:
+                result.jvp = self._jvp(tangents or {}, deadline)
+            if self.hvp:
+                result.hvp = self._hvp(hvp or {}, deadline)
+            if self.jacobian:
+                result.jacobians = self._jacobians(deadline)
             t2 = time.perf_counter()
-            outputs = {name: np.asarray(tensors[name].data) for name in self.outputs}
-        stats = {"nodes": len(self.steps), "forward_ms": round((t1 - t0) * 1e3, 3),
-                 "backward_ms": round((t2 - t1) * 1e3, 3)}
-        return Result(outputs, gradients, self.notes + watch.found, stats)
+            result.outputs = {name: np.asarray(tensors[name].data) for name in self.outputs}
+        result.stats = {"nodes": len(self.steps), "forward_ms": round((t1 - t0) * 1e3, 3),
+                        "backward_ms": round((t2 - t1) * 1e3, 3)}
+        return result
 
     def _backward(self, seed, deadline, watch) -> dict[str, np.ndarray]:
         tensors, dt = self.tensors, self.dtype
         of = tensors[self.of]
-        seed = initial_grad(of.shape, dt, seed, path=("grad", "seed"))
+        if self.batch:
+            seed = np.asarray(seed, dt)
+            if seed.shape != self.batch + of.shape:
+                raise ValueError(f"grad.seed has shape {seed.shape}, planned "
+                                 f"{self.batch + of.shape}")
+        else:
+            seed = initial_grad(of.shape, dt, seed, path=("grad", "seed"))
         # A rule may pass a value on as a gradient (d(x*y)/dx is y): such a gradient, or
         # a view, is copied on the way out, so no result is the caller's own input.
         shared = {id(t.data) for t in self._filled} | {id(seed)}
-        grads = backprop(self.path, of, seed, keep=[tensors[w] for w in self.wrt],
-                         frees=self.backward_frees, deadline=deadline,
-                         hook=watch.backward if watch.anomaly else None)
+        grads = backprop(self.path, {of: seed}, lead=self.batch,
+                         keep=[tensors[w] for w in self.wrt], frees=self.backward_frees,
+                         deadline=deadline, hook=watch.backward if watch.anomaly else None)
         out = {}
         for w in self.wrt:
             g = grads.get(tensors[w])
             if g is None:
-                out[w] = np.zeros(tensors[w].shape, dt)
+                out[w] = np.zeros(self.batch + tensors[w].shape, dt)
             elif id(g) in shared or not getattr(g, "flags", None) or not g.flags.owndata:
                 out[w] = np.array(g, dt, order="C")
             else:
                 out[w] = np.asarray(g, dt)
         return out
+
+    def _jvp(self, tangents: Mapping, deadline) -> dict[str, np.ndarray]:
+        tensors, dt, spec = self.tensors, self.dtype, self.jvp
+        given = {tensors[n]: np.asarray(tangents[n], dt) for n in spec.tangents}
+        swept = derivatives.forward_sweep([s.tensor for s in self.steps], given, spec.lead,
+                                          deadline)
+        return {y: _fresh(swept.get(tensors[y]), spec.lead + tensors[y].shape, dt)
+                for y in spec.of}
+
+    def _hvp(self, given: Mapping, deadline) -> dict[str, np.ndarray]:
+        tensors, dt, spec = self.tensors, self.dtype, self.hvp
+        of = tensors[spec.of]
+        seed = given.get("seed")
+        seed = np.ones(of.shape, dt) if seed is None else np.asarray(seed, dt)
+        tangents = {tensors[n]: np.asarray(given["tangents"][n], dt) for n in spec.tangents}
+        grads = derivatives.hessian_vector(spec.path, of, seed, tangents, spec.lead, deadline)
+        return {i: _fresh(grads.get(tensors[i]), spec.lead + tensors[i].shape, dt)
+                for i in spec.wrt}
+
+    def _jacobians(self, deadline) -> dict[str, dict[str, np.ndarray]]:
+        tensors, dt, spec = self.tensors, self.dtype, self.jacobian
+        out: dict[str, dict[str, np.ndarray]] = {y: {} for y in spec.of}
+        if spec.mode == "reverse":  # one sweep of size(y) cotangents per output
+            for y in spec.of:
+                ty = tensors[y]
+                eye = derivatives.identity(ty.shape, dt)
+                grads = backprop(spec.paths[y], {ty: eye}, lead=eye.shape[:1],
+                                 deadline=deadline)
+                for x in spec.wrt:
+                    shape = ty.shape + tensors[x].shape
+                    out[y][x] = _fresh(grads.get(tensors[x]), eye.shape[:1] + tensors[x].shape,
+                                       dt).reshape(shape)
+        else:  # one sweep of size(x) tangents per input
+            steps = [s.tensor for s in self.steps]
+            for x in spec.wrt:
+                tx = tensors[x]
+                eye = derivatives.identity(tx.shape, dt)
+                swept = derivatives.forward_sweep(steps, {tx: eye}, eye.shape[:1], deadline)
+                for y in spec.of:
+                    j = _fresh(swept.get(tensors[y]), eye.shape[:1] + tensors[y].shape, dt)
+                    out[y][x] = np.ascontiguousarray(
+                        np.moveaxis(j, 0, -1)).reshape(tensors[y].shape + tx.shape)
+        return out
+
+
+def _fresh(g, shape, dtype) -> np.ndarray:
+    """A derivative as a new C-order array of `shape` (zeros when nothing reached it)."""
+    if g is None:
+        return np.zeros(shape, dtype)
+    return np.array(np.broadcast_to(g, shape), dtype, order="C")
 
 
 def plan(nodes: Sequence[Mapping], inputs: Mapping[str, Leaf], **kw) -> Plan:
@@ -411,18 +506,34 @@ def plan(nodes: Sequence[Mapping], inputs: Mapping[str, Leaf], **kw) -> Plan:
 
 
 def evaluate(nodes: Sequence[Mapping], inputs: Mapping[str, np.ndarray], *, requires_grad=(),
-             outputs=None, grad: Mapping | None = None, dtype="float32",
+             outputs=None, grad: Mapping | None = None, jvp: Mapping | None = None,
+             hvp: Mapping | None = None, jacobian: Mapping | None = None, dtype="float32",
              limits: Limits | None = None, deadline: float | None = None,
              anomaly: bool = False) -> Result:
-    """Plan and run in one call, warnings for non-finite results included (PROTOCOL.md §1).
-    `grad` is {"of", "wrt", "seed"}."""
+    """Plan and run in one call, warnings for non-finite results included (PROTOCOL.md §1,
+    §8). `grad` is {"of", "wrt", "seed", "batch"}; `jvp` {"of", "tangents", "batch"}; `hvp`
+    {"of", "seed", "wrt", "tangents", "batch"}; `jacobian` {"of", "wrt"}; arrays in them."""
     seed = None if not grad else grad.get("seed")
     leaves = {name: Leaf(np.shape(a), name in requires_grad) for name, a in inputs.items()}
     p = Plan(nodes, leaves, outputs=outputs, grad=grad, dtype=dtype, limits=limits,
-             seed_shape=None if seed is None else np.shape(seed))
-    result = p.run(inputs, seed, deadline=deadline, anomaly=anomaly)
+             seed_shape=None if seed is None else np.shape(seed), jvp=shapes_of(jvp),
+             hvp=shapes_of(hvp), jacobian=jacobian)
+    result = p.run(inputs, seed, tangents=jvp and jvp.get("tangents"), hvp=hvp,
+                   deadline=deadline, anomaly=anomaly)
     result.warnings += nonfinite(result)
     return result
+
+
+def shapes_of(spec: Mapping | None) -> dict | None:
+    """A jvp or hvp spec with its arrays (tangents, seed) replaced by their shapes: what a
+    Plan takes."""
+    if not spec:
+        return None
+    out = dict(spec)
+    out["tangents"] = {k: np.shape(v) for k, v in (spec.get("tangents") or {}).items()}
+    if spec.get("seed") is not None:
+        out["seed"] = np.shape(spec["seed"])
+    return out
 
 
 # ---- helpers ----------------------------------------------------------------------------
@@ -451,7 +562,11 @@ def nonfinite(result: Result) -> list[dict]:
 
     Reporting, not computing: Plan.run leaves it to its caller, which may already pass over
     the data (to write it out, say)."""
-    return _nonfinite(result.outputs, "outputs") + _nonfinite(result.gradients, "gradients")
+    found = _nonfinite(result.outputs, "outputs") + _nonfinite(result.gradients, "gradients")
+    found += _nonfinite(result.jvp, "jvp") + _nonfinite(result.hvp, "hvp")
+    for y, row in result.jacobians.items():
+        found += [dict(w, id=f"{y}/{w['id']}") for w in _nonfinite(row, "jacobians")]
+    return found
 
 
 def _nonfinite(arrays: Mapping[str, np.ndarray], where: str) -> list[dict]:
@@ -506,10 +621,34 @@ def _ancestors(roots, tensors: dict[str, Tensor]) -> set[Tensor]:
     return seen
 
 
-def _flops(t: Tensor) -> float:
+def flops_of(t: Tensor) -> float:
     """An op's estimated floating-point operations; by default one per output element."""
     f = t.op.flops
     return math.prod(t.shape) if f is None else f([p.shape for p in t.parents], t.shape, t.attrs)
+
+
+def _grad_temp(t: Tensor) -> int:
+    """Elements of the largest array a rule makes before the engine reduces it to a parent's
+    shape: the output's, or for matmul a product over every broadcast batch dimension."""
+    out = math.prod(t.shape)
+    if t.op.name == "matmul":
+        batch = t.shape[:-2]
+        out = max([out] + [math.prod(batch + p.shape[-2:])
+                           for p, need in zip(t.parents, t.needs, strict=True) if need])
+    return out
+
+
+def refuse(cost: Cost, limits: Limits) -> Cost:
+    """The cost, or LimitExceeded when it passes the FLOP or byte limit."""
+    if limits.max_flops is not None and cost.flops > limits.max_flops:
+        raise LimitExceeded(f"the graph needs about {cost.flops:.3g} floating-point "
+                            f"operations; the limit is {limits.max_flops:.3g}",
+                            code="graph_too_large")
+    if limits.max_total_bytes is not None and cost.peak_bytes > limits.max_total_bytes:
+        raise LimitExceeded(f"the graph needs about {_mib(cost.peak_bytes)} of tensors at "
+                            f"once; the limit is {_mib(limits.max_total_bytes)}",
+                            code="graph_too_large")
+    return cost
 
 
 def _mib(n: int) -> str:

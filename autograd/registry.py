@@ -221,6 +221,7 @@ PYTHON_OPERATORS = {
     "-": ("__sub__", "__rsub__"),
     "*": ("__mul__", "__rmul__"),
     "@": ("__matmul__", "__rmatmul__"),
+    "/": ("__truediv__", "__rtruediv__"),
     "**": ("__pow__", None),      # x ** number: the exponent is an attribute
     "-x": ("__neg__", None),
 }

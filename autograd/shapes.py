@@ -45,14 +45,16 @@ def broadcast(a: Shape, b: Shape) -> Shape:
     return tuple(out)
 
 
-def unbroadcast(g, shape: Shape):
-    """Sum a gradient over the dimensions that broadcasting added or stretched."""
-    if g.shape == shape:
+def unbroadcast(g, shape: Shape, lead: int = 0):
+    """Sum a gradient over the dimensions that broadcasting added or stretched, keeping the
+    first `lead` axes (batch axes of several cotangents). Arrays and Tensors alike."""
+    full = g.shape
+    if full[lead:] == tuple(shape):
         return g
-    lead = g.ndim - len(shape)
-    if lead:  # added in front: summed away (a bias's gradient is one sum, no reshape)
-        g = g.sum(axis=tuple(range(lead)))
-    stretched = tuple(i for i, d in enumerate(shape) if d == 1 and g.shape[i] != 1)
+    extra = len(full) - lead - len(shape)
+    if extra:  # added in front: summed away (a bias's gradient is one sum, no reshape)
+        g = g.sum(axis=tuple(range(lead, lead + extra)))
+    stretched = tuple(lead + i for i, d in enumerate(shape) if d == 1 and g.shape[lead + i] != 1)
     if stretched:
         g = g.sum(axis=stretched, keepdims=True)
     return g

@@ -15,7 +15,6 @@ from collections.abc import Callable, Iterable, Sequence
 
 import numpy as np
 
-from . import ops as _ops  # noqa: F401  (fills the registry)
 from .errors import (
     AutogradError,
     BadTensor,
@@ -24,7 +23,7 @@ from .errors import (
     SeedRequired,
     ShapeMismatch,
 )
-from .registry import DTYPES, OPS, Op, install, is_number
+from .registry import DTYPES, OPS, Op, is_number
 from .shapes import size, unbroadcast
 
 
@@ -130,8 +129,8 @@ class Tensor:
             raise AutogradError("backward() of a tensor that requires no gradient: "
                                 "nothing it depends on is a PARAMETER")
         seed = initial_grad(self.shape, self.dtype, gradient)
-        order = toposort(self, lambda t: t.requires_grad)
-        for t, g in backprop(order, self, seed).items():
+        order = toposort([self], lambda t: t.requires_grad)
+        for t, g in backprop(order, {self: seed}).items():
             # a copy: g may be a read-only broadcast view, or the caller's own `gradient`
             t.grad = np.array(g) if t.grad is None else t.grad + g
 
@@ -159,7 +158,10 @@ def constant(value, dtype) -> Tensor:
 
 
 def apply(op: Op, *args, **attrs) -> Tensor:
-    """Run one op eagerly: arity, dtypes, attributes and shapes checked, then forward."""
+    """Run one op eagerly: arity, dtypes, attributes and shapes checked, then forward.
+
+    A parent without data (a traced symbol, see derivatives.py) gives an output without
+    data: its shape is inferred and the node recorded, nothing computed."""
     op.check_arity(len(args))
     dtypes = {a.dtype for a in args if isinstance(a, Tensor)}
     if not dtypes:
@@ -177,18 +179,21 @@ def apply(op: Op, *args, **attrs) -> Tensor:
         else:
             kind = "a Tensor or a number" if i in op.numbers else "a Tensor"
             raise TypeError(f"argument {i} of {op.name} must be {kind}, not {type(a).__name__}")
-    attrs, _ = op.infer([p.shape for p in parents], op.check_attrs(attrs))
+    attrs, shape = op.infer([p.shape for p in parents], op.check_attrs(attrs))
+    needs = tuple(p.requires_grad for p in parents)
+    if any(p.data is None for p in parents):
+        return Tensor._node(op, tuple(parents), attrs, needs, shape, dtype)
     data = np.asarray(op.bind_forward(attrs)(*[p.data for p in parents]))
-    return Tensor._node(op, tuple(parents), attrs, tuple(p.requires_grad for p in parents),
-                        data.shape, data.dtype, data=data)
+    return Tensor._node(op, tuple(parents), attrs, needs, data.shape, data.dtype, data=data)
 
 
-def toposort(root: Tensor, include: Callable[[Tensor], bool]) -> list[Tensor]:
+def toposort(roots: Iterable[Tensor], include: Callable[[Tensor], bool]) -> list[Tensor]:
     """Parents before children, iteratively (no recursion limit), over tensors `include` keeps.
 
     Depth-first, a tensor is placed when everything above it is: marked on expansion, not
     on push, so a value reached by paths of different depth still precedes all its users."""
-    order, expanded, stack = [], set(), [(root, False)]
+    order, expanded = [], set()
+    stack = [(r, False) for r in roots]
     while stack:
         t, done = stack.pop()
         if done:
@@ -202,19 +207,23 @@ def toposort(root: Tensor, include: Callable[[Tensor], bool]) -> list[Tensor]:
     return order
 
 
-def backprop(path: Sequence[Tensor], of: Tensor, seed, *, keep: Iterable[Tensor] | None = None,
+def backprop(path: Sequence[Tensor], seeds: dict, *, lead: tuple = (),
+             keep: Iterable[Tensor] | None = None,
              frees: Sequence[Sequence[Tensor]] | None = None, deadline: float | None = None,
-             hook: Callable | None = None) -> dict[Tensor, np.ndarray]:
-    """Reverse-mode sweep: d(of)/d(t) for the tensors of `path` (topological, ending in `of`).
+             hook: Callable | None = None) -> dict:
+    """Reverse-mode sweep: d(Σ seed · root)/d(t) for the tensors of `path` (topological,
+    ending in the roots that `seeds` maps to their incoming gradients).
 
     Rules run only where `t.needs` asks; the engine, not the rule, reduces a
-    broadcast gradient and checks the tuple's length. With `keep`, gradients of
-    other tensors are dropped once passed on, and `frees[i]` lists the tensors
-    whose forward data step i (counted from the end) was the last to read.
-    `deadline` (time.monotonic()) is checked before each rule; `hook(t, grads)`
-    sees each rule's result (anomaly detection).
+    broadcast gradient and checks the tuple's length. Gradients are arrays, or
+    Tensors when the seeds are (the sweep is then traced and can be differentiated
+    again). `lead` is the shape of batch axes every gradient carries in front (k
+    cotangents at once). With `keep`, gradients of other tensors are dropped once
+    passed on, and `frees[i]` lists the tensors whose forward data step i (counted
+    from the end) was the last to read. `deadline` (time.monotonic()) is checked
+    before each rule; `hook(t, grads)` sees each rule's result (anomaly detection).
     """
-    grads = {of: seed}
+    grads = dict(seeds)
     owned = set()  # gradients this sweep allocated, safe to add into in place
     keep = None if keep is None else set(keep)
     clock = time.monotonic
@@ -234,8 +243,8 @@ def backprop(path: Sequence[Tensor], of: Tensor, seed, *, keep: Iterable[Tensor]
         for p, need, pg in zip(t.parents, t.needs, pgs, strict=False):  # lengths checked above
             if not need:
                 continue
-            if pg.shape != p.shape:
-                pg = unbroadcast(pg, p.shape)
+            if pg.shape != lead + p.shape:
+                pg = unbroadcast(pg, p.shape, len(lead))
             prev = grads.get(p)
             if prev is None:
                 grads[p] = pg
@@ -249,7 +258,3 @@ def backprop(path: Sequence[Tensor], of: Tensor, seed, *, keep: Iterable[Tensor]
             for dead in frees[i]:
                 dead.data = None
     return grads
-
-
-# Every op a method (`x.exp()`, `x.sum(0)`), and + - * @ ** unary- as their ops declare.
-FUNCTIONS = install(Tensor, apply)

@@ -115,6 +115,22 @@ def softmaxes(draw):
 
 
 @st.composite
+def divisions(draw):
+    """x / y with broadcasting, the divisor away from zero."""
+    a, b = draw(hnp.mutually_broadcastable_shapes(num_shapes=2, min_dims=0, max_dims=3,
+                                                   max_side=4)).input_shapes
+    return (draw(arrays(a)), draw(arrays(b, away_from_zero(0.3)))), {}
+
+
+@st.composite
+def broadcasts(draw):
+    """x and a shape it broadcasts to (new axes in front, size-1 axes stretched)."""
+    a, b = draw(hnp.mutually_broadcastable_shapes(num_shapes=2, min_dims=0, max_dims=3,
+                                                   max_side=3)).input_shapes
+    return (draw(arrays(a)),), {"shape": list(np.broadcast_shapes(a, b))}
+
+
+@st.composite
 def pairs(draw, kink: bool = False):
     """(pred, target) of one shape; with `kink`, pred - target stays away from 0."""
     shape = draw(shapes())
@@ -157,6 +173,8 @@ CASES: dict[str, Case] = {
     "add": Case(broadcasting(), lambda x, y: x + y),
     "sub": Case(broadcasting(), lambda x, y: x - y),
     "mul": Case(broadcasting(), lambda x, y: x * y),
+    "div": Case(divisions(), lambda x, y: x * (1.0 / y)),
+    "broadcast_to": Case(broadcasts(), lambda x, shape: x + np.zeros(shape)),
     "matmul": Case(matmuls(), _matmul),
     "pow": Case(powers(), lambda x, exponent: x ** float(exponent)),
     "neg": Case(unary(), lambda x: 0.0 - x),

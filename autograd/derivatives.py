@@ -52,6 +52,15 @@ def push_forward(t: Tensor, tangents: Sequence, lead: tuple = ()):
     needs = tuple(x is not None for x in tangents)
     if not any(needs):
         return None
+    if t.op.linear and not lead:
+        return _apply_to_tangents(t, tangents)
+    if t.op.symmetric or not t.shape:
+        # as `t`, asking the rule for the parents that have a tangent
+        same = Tensor._node(t.op, t.parents, t.attrs, needs, t.shape, t.dtype, data=t.data,
+                            requires_grad=False)
+        if t.op.symmetric:  # J = Jᵀ: the rule itself, on the tangent
+            return t.op.grad(same, tangents[0])[0]
+        return _inner(same, tangents, lead)  # one output: Σ_i <∇_i, ẋ_i>
     # The operands as constants that hold the data: only g is traced.
     parents = tuple(Tensor._node(None, (), {}, (), p.shape, p.dtype, data=p.data)
                     for p in t.parents)
@@ -67,6 +76,42 @@ def push_forward(t: Tensor, tangents: Sequence, lead: tuple = ()):
         seeds[r] = seeds[r] + x if r in seeds else x
     grads = backprop(toposort(seeds, _requires_grad), seeds, lead=lead)
     return grads.get(g)
+
+
+def _apply_to_tangents(t: Tensor, tangents: Sequence):
+    """A linear op's tangent is the op of the tangents; a bilinear op's (x @ y, x * y) is
+    op(ẋ, y) + op(x, ẏ) (JAX's deflinear and defbilinear). Constants' tangents are zero.
+    Only without batch axes: the forward does not know they are there."""
+    f = t.op.bind_forward(t.attrs)
+    if t.op.linear == "linear":
+        if all(x is not None for x in tangents):
+            return f(*tangents)
+        if len(tangents) == 1:
+            return None
+        # x + c, c - x: the constant's tangent is zero; only add and sub are binary linear ops
+        x = f(*[np.zeros(p.shape, p.dtype) if v is None else v
+                for p, v in zip(t.parents, tangents, strict=True)])
+        return x
+    x, y = t.parents
+    dx, dy = tangents
+    out = None if dx is None else f(dx, y.data)
+    if dy is not None:
+        out = f(x.data, dy) if out is None else out + f(x.data, dy)
+    return out
+
+
+def _inner(t: Tensor, tangents: Sequence, lead: tuple):
+    """The tangent of a 0-d result: each parent's gradient (the rule at g = 1) against its
+    tangent, summed over the parent's axes (batch axes in front kept)."""
+    grads = t.op.grad(t, np.ones((), t.dtype))
+    out = None
+    for p, x, gi in zip(t.parents, tangents, grads, strict=True):
+        if x is None:
+            continue
+        gi = np.broadcast_to(gi, p.shape) if np.shape(gi) != p.shape else gi
+        term = np.tensordot(x, gi, axes=len(p.shape)) if lead else np.vdot(gi, x)
+        out = term if out is None else out + term
+    return np.asarray(out, t.dtype)
 
 
 def forward_sweep(steps: Sequence, tangents: Mapping[Tensor, np.ndarray], lead: tuple = (),

@@ -106,15 +106,16 @@ def _zero_flops(*_):
 # ---- arithmetic -------------------------------------------------------------------------
 
 defop("add", 2, np.add, lambda t, g: (g, g), shapes.broadcast,
-      "x + y", "g, g", numbers=(0, 1), operator="+")
+      "x + y", "g, g", numbers=(0, 1), operator="+", linear="linear")
 
 defop("sub", 2, np.subtract, lambda t, g: (g, -g if t.needs[1] else None), shapes.broadcast,
-      "x - y", "g, -g", numbers=(0, 1), operator="-")
+      "x - y", "g, -g", numbers=(0, 1), operator="-", linear="linear")
 
 defop("mul", 2, np.multiply,
       lambda t, g: (_times(g, _x(t, g, 1)) if t.needs[0] else None,
                     _times(g, _x(t, g, 0)) if t.needs[1] else None),
-      shapes.broadcast, "x * y", "g * y, g * x", numbers=(0, 1), saves="x", operator="*")
+      shapes.broadcast, "x * y", "g * y, g * x", numbers=(0, 1), saves="x", operator="*",
+      linear="bilinear")
 
 
 def _div_grad(t, g):
@@ -142,7 +143,8 @@ defop("matmul", 2, np.matmul,
       lambda t, g: (g @ _mT(_x(t, g, 1)) if t.needs[0] else None,
                     _mT(_x(t, g, 0)) @ g if t.needs[1] else None),
       shapes.matmul, "x @ y (batch dimensions broadcast)", "g @ swap(y), swap(x) @ g, summed "
-      "over broadcast batch dimensions", saves="x", flops=_matmul_flops, operator="@")
+      "over broadcast batch dimensions", saves="x", flops=_matmul_flops, operator="@",
+      linear="bilinear")
 
 
 def _pow_grad(t, g):
@@ -155,12 +157,14 @@ def _pow_grad(t, g):
 
 defop("pow", 1, lambda x, exponent: x ** exponent, _pow_grad, _same,
       "x ** exponent", "g * exponent * x ** (exponent - 1)", saves="x", operator="**",
+      symmetric=True,
       attrs=(Attr("exponent", "number", doc="the power, a number"),))
 
-defop("neg", 1, np.negative, lambda t, g: (-g,), _same, "-x", "-g", operator="-x")
+defop("neg", 1, np.negative, lambda t, g: (-g,), _same, "-x", "-g", operator="-x",
+      linear="linear")
 
 defop("abs", 1, np.abs, lambda t, g: (_times(g, np.sign(_data(_x(t, g))), fresh=True),), _same,
-      "|x|", "g * sign(x), 0 at 0", saves="x")
+      "|x|", "g * sign(x), 0 at 0", saves="x", symmetric=True)
 
 
 # ---- shape ------------------------------------------------------------------------------
@@ -182,14 +186,15 @@ defop("transpose", 1, lambda x, axes: np.transpose(x, axes), _transpose_grad,
       lambda s, axes: tuple(s[i] for i in axes),
       "x with its axes permuted (default: all reversed, x.T)", "g with the inverse permutation",
       attrs=(Attr("axes", "perm", None, "a permutation of the dimensions; null reverses them"),),
-      bind=_transpose_bind, flops=_zero_flops)
+      bind=_transpose_bind, flops=_zero_flops, linear="linear")
 
 defop("reshape", 1, lambda x, shape: np.reshape(x, shape),
       lambda t, g: (g.reshape(_lead(t, g) + t.parents[0].shape),),
       lambda s, shape: shape,
       "x with a new shape of as many elements", "g reshaped to x's shape",
       attrs=(Attr("shape", "shape", doc="the new shape; one dimension may be -1"),),
-      bind=lambda s, shape: {"shape": shapes.reshape(s, shape)}, flops=_zero_flops)
+      bind=lambda s, shape: {"shape": shapes.reshape(s, shape)}, flops=_zero_flops,
+      linear="linear")
 
 
 def _broadcast_shape(s, shape):
@@ -206,7 +211,8 @@ OPS_BROADCAST = defop(
     "broadcast_to", 1, lambda x, shape: np.broadcast_to(x, shape), lambda t, g: (g,),
     _broadcast_shape, "x repeated along new or size-1 axes up to shape (NumPy broadcasting)",
     "g summed over the broadcast axes",
-    attrs=(Attr("shape", "shape", doc="the shape to broadcast to"),), flops=_zero_flops)
+    attrs=(Attr("shape", "shape", doc="the shape to broadcast to"),), flops=_zero_flops,
+    linear="linear")
 
 
 # ---- reductions -------------------------------------------------------------------------
@@ -241,7 +247,7 @@ def _count(shape, axis) -> int:
 defop("sum", 1, lambda x, axis, keepdims: np.sum(x, axis=axis, keepdims=keepdims),
       lambda t, g: (_expand(t, g),), _reduce_shape,
       "Σ x over axis", "g broadcast back over the reduced axes",
-      attrs=_REDUCE_ATTRS, bind=_reduce_bind, flops=_in_flops)
+      attrs=_REDUCE_ATTRS, bind=_reduce_bind, flops=_in_flops, linear="linear")
 
 
 def _mean(x, axis=None, keepdims=False):
@@ -253,22 +259,23 @@ defop("mean", 1, _mean,
       lambda t, g: (_expand(t, g / _count(t.parents[0].shape, t.attrs["axis"])),),
       _reduce_shape,
       "Σ x / n over axis", "g / n broadcast back over the reduced axes",
-      attrs=_REDUCE_ATTRS, bind=_reduce_bind, flops=_in_flops)
+      attrs=_REDUCE_ATTRS, bind=_reduce_bind, flops=_in_flops, linear="linear")
 
 
 # ---- elementwise math -------------------------------------------------------------------
 
 defop("exp", 1, np.exp, lambda t, g: (_times(g, _y(t, g)),), _same, "e^x", "g * e^x",
-      saves="y")
-defop("log", 1, np.log, lambda t, g: (g / _x(t, g),), _same, "ln x", "g / x", saves="x")
+      saves="y", symmetric=True)
+defop("log", 1, np.log, lambda t, g: (g / _x(t, g),), _same, "ln x", "g / x", saves="x",
+      symmetric=True)
 defop("sqrt", 1, np.sqrt, lambda t, g: (g / (2 * _y(t, g)),), _same,
-      "√x", "g / (2 √x)", saves="y")
+      "√x", "g / (2 √x)", saves="y", symmetric=True)
 defop("sin", 1, np.sin, lambda t, g: (_times(g, _cos(_x(t, g)), fresh=True),), _same,
-      "sin x", "g * cos x", saves="x")
+      "sin x", "g * cos x", saves="x", symmetric=True)
 defop("cos", 1, np.cos, lambda t, g: (_times(g, -_sin(_x(t, g)), fresh=True),), _same,
-      "cos x", "-g * sin x", saves="x")
+      "cos x", "-g * sin x", saves="x", symmetric=True)
 defop("tan", 1, np.tan, lambda t, g: (_times(g, _cos(_x(t, g)) ** -2, fresh=True),), _same,
-      "tan x", "g * sec² x", saves="x")
+      "tan x", "g * sec² x", saves="x", symmetric=True)
 
 
 # ---- activations ------------------------------------------------------------------------
@@ -308,14 +315,15 @@ def _tanh_grad(t, g):
 
 defop("relu", 1, lambda x: np.maximum(x, 0),
       lambda t, g: (_times(g, (_data(_y(t, g)) > 0).astype(t.dtype), fresh=True),), _same,
-      "max(x, 0)", "g where x > 0, else 0 (0 at 0)", saves="y")
+      "max(x, 0)", "g where x > 0, else 0 (0 at 0)", saves="y", symmetric=True)
 defop("sigmoid", 1, _sigmoid, _sigmoid_grad, _same,
-      "1 / (1 + e^-x)", "g * s * (1 - s), s the output", saves="y")
-defop("tanh", 1, np.tanh, _tanh_grad, _same, "tanh x", "g * (1 - tanh² x)", saves="y")
+      "1 / (1 + e^-x)", "g * s * (1 - s), s the output", saves="y", symmetric=True)
+defop("tanh", 1, np.tanh, _tanh_grad, _same, "tanh x", "g * (1 - tanh² x)", saves="y",
+      symmetric=True)
 defop("softmax", 1, _softmax, _softmax_grad, lambda s, axis: s,
       "e^x / Σ e^x along axis (max subtracted first)", "s * (g - Σ s * g along axis)",
       attrs=(Attr("axis", "int", -1, "the axis to normalise over"),),
-      bind=_softmax_bind, saves="y", flops=lambda i, out, a: 5 * size(out))
+      bind=_softmax_bind, saves="y", flops=lambda i, out, a: 5 * size(out), symmetric=True)
 
 
 # ---- losses -----------------------------------------------------------------------------

@@ -126,6 +126,10 @@ class Op:
     bind: Callable | None = None     # (shapes, attrs) -> attrs normalised against the shapes
     flops: Callable | None = None    # (shapes, out_shape, attrs) -> float; None: out's elements
     operator: str | None = None      # Python operator that builds it, e.g. "+"
+    linear: str = ""                 # "linear" in all args jointly, or "bilinear" (x @ y, x * y):
+    #                                  forward mode may then apply the forward to the tangents
+    symmetric: bool = False          # one arg, and its Jacobian is symmetric (elementwise ops,
+    #                                  softmax): forward mode may run the rule on the tangent
     dtypes: tuple[str, ...] = DTYPES
     attr_names: frozenset = field(init=False, repr=False)
 

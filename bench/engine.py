@@ -11,7 +11,11 @@ Sections (issue 2's benchmark, issue 7's targets 1, 2 and 5):
   2. one MLP step, 64x784 -> 256 -> 10 with mse_loss, float32;
   3. sum(exp(sin(x)) * x) on 4M float32 elements, gradient wrt x;
   4. peak memory of one evaluation (tracemalloc) against the bytes of its
-     inputs, outputs, gradients and the intermediates backward needs.
+     inputs, outputs, gradients and the intermediates backward needs;
+  5. derivatives beyond one gradient on the MLP of (2) (issue 10): HVP against
+     the gradient, JVP against the forward pass, k = 16 batched cotangents
+     against 16 gradient runs, and torch.func's jvp, vmap(vjp) and hvp
+     (jvp of grad) side by side when torch is importable.
 Sections 2 and 3 run in fresh subprocesses, once with glibc's default malloc
 and once with its thresholds raised, since page faults can dominate there.
 
@@ -477,6 +481,112 @@ def bench_memory() -> list[str]:
     return out
 
 
+# ---- 5. derivatives beyond one gradient -------------------------------------------------
+
+K = 16
+
+
+def derivative_cases(use_torch: bool) -> tuple[dict[str, Callable[[], object]], dict]:
+    """Plans for each derivative of the MLP, checked against each other, and their runs."""
+    arrays = mlp_arrays()
+    leaves = {k: Leaf(a.shape, k in MLP_PARAMS) for k, a in arrays.items()}
+    params = list(MLP_PARAMS)
+    rng = np.random.default_rng(2)
+    tangents = {k: rng.standard_normal(arrays[k].shape).astype(np.float32) for k in params}
+    seeds = rng.standard_normal((K, 64, 10)).astype(np.float32)
+    forward = autograd.plan(MLP_NODES, leaves, outputs=["loss"])
+    grad = mlp_plan(arrays)
+    jvp = autograd.plan(MLP_NODES, leaves, outputs=["loss"],
+                        jvp={"of": ["loss"], "tangents": {k: v.shape for k, v in tangents.items()}})
+    hvp = autograd.plan(MLP_NODES, leaves, outputs=["loss"],
+                        hvp={"of": "loss", "wrt": params,
+                             "tangents": {k: v.shape for k, v in tangents.items()}})
+    one = autograd.plan(MLP_NODES, leaves, outputs=["p"],
+                        grad={"of": "p", "wrt": params}, seed_shape=(64, 10))
+    batched = autograd.plan(MLP_NODES, leaves, outputs=["p"],
+                            grad={"of": "p", "wrt": params, "batch": True}, seed_shape=seeds.shape)
+    g = grad.run(arrays).gradients
+    check("the JVP against <gradient, tangent>", jvp.run(arrays, tangents=tangents).jvp["loss"],
+          sum(np.sum(g[k] * tangents[k]) for k in params), 1e-3, 1e-6)
+    rows = batched.run(arrays, seeds).gradients
+    for i in (0, K - 1):
+        check(f"batched cotangent row {i}", rows["W1"][i],
+              one.run(arrays, seeds[i]).gradients["W1"], 1e-4, 1e-6)
+    hv = {"seed": None, "tangents": tangents}
+    cases = {
+        "forward pass": lambda: forward.run(arrays),
+        "gradient (forward + backward)": lambda: grad.run(arrays),
+        "JVP, tangents on W1 b1 W2 b2": lambda: jvp.run(arrays, tangents=tangents),
+        "HVP, of loss wrt W1 b1 W2 b2": lambda: hvp.run(arrays, hvp=hv),
+        f"{K} gradient runs of p, one seed each": lambda: [one.run(arrays, s) for s in seeds],
+        f"{K} cotangents of p in one batch": lambda: batched.run(arrays, seeds),
+    }
+    torch = _torch() if use_torch else None
+    if torch is not None:
+        cases.update(torch_derivative_cases(torch, arrays, tangents, seeds))
+    return cases, {"torch": torch is not None}
+
+
+def torch_derivative_cases(torch, arrays, tangents, seeds) -> dict[str, Callable[[], object]]:
+    from torch.func import grad as tgrad
+    from torch.func import jvp as tjvp
+    from torch.func import vjp as tvjp
+    from torch.func import vmap
+
+    t = {k: torch.from_numpy(v) for k, v in arrays.items()}
+    params = tuple(t[k] for k in MLP_PARAMS)
+    tans = tuple(torch.from_numpy(tangents[k]) for k in MLP_PARAMS)
+    tseeds = torch.from_numpy(seeds)
+
+    def pred(W1, b1, W2, b2):  # noqa: N803
+        return torch.relu(t["x"] @ W1 + b1) @ W2 + b2
+
+    def loss(W1, b1, W2, b2):  # noqa: N803
+        return torch.mean((pred(W1, b1, W2, b2) - t["t"]) ** 2)
+
+    def hvp():
+        return tjvp(tgrad(loss, argnums=(0, 1, 2, 3)), params, tans)[1]
+
+    def batched():
+        _, fn = tvjp(pred, *params)
+        return vmap(fn)(tseeds)
+
+    with torch.no_grad():
+        return {"torch.func: forward": lambda: loss(*params),
+                "torch.func: jvp": lambda: tjvp(loss, params, tans),
+                "torch.func: hvp (jvp of grad)": hvp,
+                f"torch.func: vmap(vjp), {K} cotangents": batched}
+
+
+def bench_derivatives(timer: Timer, use_torch: bool) -> list[str]:
+    cases, info = derivative_cases(use_torch)
+    t = timer.compare({name: timer.local(fn) for name, fn in cases.items()})
+    med = {name: r["median"] for name, r in t.items()}
+    base = med["forward pass"]
+    rows = [(name, f"{r['median'] * 1e3:.3f}", pct(r["spread"]), f"{r['median'] / base:.2f}")
+            for name, r in t.items()]
+    out = ["(5) derivatives of the MLP of (2), float32 (x forward = time / the forward pass)",
+           table(("case", "ms", "spread", "x forward"), rows, (42, 10, 9, 11)),
+           verdict("HVP vs the gradient (issue 10)",
+                   med["HVP, of loss wrt W1 b1 W2 b2"] / med["gradient (forward + backward)"],
+                   "<=", 4.0),
+           verdict("JVP vs the forward pass (issue 10)",
+                   med["JVP, tangents on W1 b1 W2 b2"] / base, "<=", 2.5),
+           verdict(f"{K} batched cotangents vs {K} gradient runs (issue 10)",
+                   med[f"{K} cotangents of p in one batch"]
+                   / med[f"{K} gradient runs of p, one seed each"], "<=", 0.5)]
+    if info["torch"]:
+        tf = med["torch.func: forward"]
+        for ours, theirs in (("JVP, tangents on W1 b1 W2 b2", "torch.func: jvp"),
+                             ("HVP, of loss wrt W1 b1 W2 b2", "torch.func: hvp (jvp of grad)"),
+                             (f"{K} cotangents of p in one batch",
+                              f"torch.func: vmap(vjp), {K} cotangents")):
+            out.append(f"  {ours}: {med[ours] / base:.2f}x our forward; {theirs}: "
+                       f"{med[theirs] / tf:.2f}x torch's forward; ours / torch's "
+                       f"{med[ours] / med[theirs]:.2f}")
+    return out
+
+
 # ---- main ------------------------------------------------------------------------------
 
 def header(args) -> list[str]:
@@ -494,8 +604,9 @@ def header(args) -> list[str]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="fewer, shorter repeats (~20 s)")
-    ap.add_argument("--only", default="chain,mlp,elementwise,memory",
-                    help="comma-separated sections: chain, mlp, elementwise, memory")
+    ap.add_argument("--only", default="chain,mlp,elementwise,memory,derivatives",
+                    help="comma-separated sections: chain, mlp, elementwise, memory, "
+                         "derivatives")
     ap.add_argument("--nodes", type=int, default=1000, help="length of the chain in (1)")
     ap.add_argument("--no-torch", dest="torch", action="store_false",
                     help="leave PyTorch out even when importable")
@@ -514,7 +625,7 @@ def main() -> None:
     timer = Timer(args.repeats, args.budget, args.clock)
 
     only = args.only.split(",")
-    unknown = set(only) - {"chain", "memory", *SECTIONS}
+    unknown = set(only) - {"chain", "memory", "derivatives", *SECTIONS}
     if unknown:
         ap.error(f"unknown sections {sorted(unknown)}")
     t0 = time.monotonic()
@@ -529,6 +640,8 @@ def main() -> None:
               + " ".join(f"{k}={v}" for k, v in MALLOC_TUNED.items()) + ")")
     if "memory" in only:
         print("\n" + "\n".join(bench_memory()), flush=True)
+    if "derivatives" in only:
+        print("\n" + "\n".join(bench_derivatives(timer, args.torch)), flush=True)
     flags = ["--quick" if args.quick else "",
              f"--only {args.only}" if args.only != ap.get_default("only") else "",
              "--clock wall" if args.clock == "wall" else "",

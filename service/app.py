@@ -18,7 +18,15 @@ from .errors import ApiError
 from .metrics import metrics
 from .openapi import Route
 from .plans import PlanCache
-from .schemas import EvaluateRequest, EvaluateResponse, Info, OpsList, Status
+from .schemas import (
+    EvaluateRequest,
+    EvaluateResponse,
+    Info,
+    OpsList,
+    ShapesRequest,
+    ShapesResponse,
+    Status,
+)
 
 log = logging.getLogger("gradserve")
 
@@ -52,16 +60,28 @@ def json_response(obj, status: int = 200) -> Response:
 # ---- views ------------------------------------------------------------------------------
 
 def evaluate():
-    doc = codec.loads(_body())
-    if not isinstance(doc, dict):
-        raise ApiError(400, "malformed_json", "the body must be a JSON object")
     rt = runtime()
-    if isinstance(doc.get("nodes"), list):  # too many: refused before a model is made of each
-        evaluation.limits(rt.settings).check_nodes(len(doc["nodes"]))
-    req = EvaluateRequest.model_validate(doc)
+    req = EvaluateRequest.model_validate(_graph_body(rt))
     body = evaluation.evaluate(req, rt.settings, rt.plans)
     request.environ[observability.NODES] = body["stats"]["nodes"]  # for the log line, metrics
     return json_response(body)
+
+
+def shapes():
+    rt = runtime()
+    req = ShapesRequest.model_validate(_graph_body(rt), context={"shapes": True})
+    return json_response(evaluation.shapes(req, rt.settings))
+
+
+def _graph_body(rt: Runtime) -> dict:
+    """The body of a graph request as a JSON object, too many nodes refused before a model
+    is made of each."""
+    doc = codec.loads(_body())
+    if not isinstance(doc, dict):
+        raise ApiError(400, "malformed_json", "the body must be a JSON object")
+    if isinstance(doc.get("nodes"), list):
+        evaluation.limits(rt.settings).check_nodes(len(doc["nodes"]))
+    return doc
 
 
 def _body() -> bytes:
@@ -106,6 +126,9 @@ ROUTES = [
     Route("POST", "/v1/evaluate", evaluate, "Evaluate a graph: values, and gradients if asked",
           EvaluateResponse, request=EvaluateRequest,
           errors=(400, 413, 415, 422, 429, 504)),
+    Route("POST", "/v1/shapes", shapes, "Shapes, dtypes and cost of what /v1/evaluate would "
+          "return; tensors may be given by shape alone, nothing is computed", ShapesResponse,
+          request=ShapesRequest, errors=(400, 413, 415, 422, 429)),
     Route("GET", "/v1", info, "What this server accepts: dtypes, encodings, limits", Info,
           errors=(429,)),
     Route("GET", "/v1/ops", ops, "The op registry", OpsList, errors=(429,)),

@@ -60,10 +60,16 @@ def _too_large(where: tuple, n: int, limit: int) -> ApiError:
 
 # ---- decoding ---------------------------------------------------------------------------
 
+def check_size(shape, where: tuple, max_elements: int) -> None:
+    """413 tensor_too_large for a tensor's declared shape past the element limit."""
+    if extent(shape) > max_elements:
+        raise _too_large(where + ("shape",), extent(shape), max_elements)
+
+
 def decode(t: TensorIn, dtype: np.dtype, where: tuple, max_elements: int) -> np.ndarray:
     """One request tensor as an array of `dtype`; sizes checked before allocating."""
-    if t.shape is not None and extent(t.shape) > max_elements:
-        raise _too_large(where + ("shape",), extent(t.shape), max_elements)
+    if t.shape is not None:
+        check_size(t.shape, where, max_elements)
     # 1e39 in float32 is Infinity, as in NumPy: reported in the response's warnings, not the log
     with np.errstate(over="ignore"):
         if t.b64 is not None:

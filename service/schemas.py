@@ -17,6 +17,7 @@ from pydantic import (
     Field,
     SkipValidation,
     StringConstraints,
+    ValidationInfo,
     model_validator,
 )
 from typing_extensions import TypeAliasType, TypedDict
@@ -71,13 +72,15 @@ class TensorIn(Strict):
         None, description="how `data` is laid out; inferred when omitted (responses carry it)")
 
     @model_validator(mode="after")
-    def _one_form(self):
+    def _one_form(self, info: ValidationInfo):
         if self.b64 is not None:
             if self.data is not None:
                 raise ValueError("give either `data` or `b64`, not both")
             if self.shape is None or self.dtype is None:
                 raise ValueError("a base64 tensor needs `shape` and `dtype`")
         elif self.data is None:
+            if info.context and info.context.get("shapes") and self.shape is not None:
+                return self  # POST /v1/shapes: a tensor may be its shape alone
             raise ValueError("a tensor needs `data` (or `shape`, `dtype` and `b64`)")
         if self.encoding == "flat" and self.shape is None:
             raise ValueError("flat data needs `shape`")
@@ -107,9 +110,43 @@ class Node(TypedDict):
 class GradSpec(Strict):
     of: Id = Field(description="the id to differentiate")
     seed: TensorIn | None = Field(None, description="incoming gradient, of `of`'s shape; "
-                                  "required unless `of` has one element")
+                                  "required unless `of` has one element; with `batch`, "
+                                  "k of them: shape (k, *shape(of))")
     wrt: list[Id] | None = Field(None, description="ids whose gradients are returned; "
                                  "default: every input with requires_grad")
+    batch: bool = Field(False, description="`seed` holds k cotangents along a leading axis; "
+                        "each gradient comes back as (k, *shape(wrt id))")
+
+
+class JvpSpec(Strict):
+    """Forward mode (PROTOCOL.md §8): directional derivatives of `of` along the tangents."""
+
+    tangents: dict[Id, TensorIn] = Field(
+        description="input id -> tangent of its shape (with `batch`: (k, *shape)); inputs not "
+        "named have none", json_schema_extra={"additionalProperties": False})
+    of: list[Id] | None = Field(None, description="ids whose JVPs are returned; default: "
+                                "`outputs`")
+    batch: bool = Field(False, description="every tangent has a leading axis of the same k")
+
+
+class HvpSpec(Strict):
+    """Hessian-vector products: Σ_j ∂²(seed·of)/∂i∂j · tangent_j for each i in `wrt`."""
+
+    of: Id = Field(description="the id whose second derivatives are taken")
+    seed: TensorIn | None = Field(None, description="of `of`'s shape; required unless `of` "
+                                  "has one element")
+    wrt: list[Id] | None = Field(None, description="input ids i; default: every input with "
+                                 "requires_grad")
+    tangents: dict[Id, TensorIn] = Field(
+        description="input id j -> vector of its shape (with `batch`: (k, *shape))",
+        json_schema_extra={"additionalProperties": False})
+    batch: bool = Field(False, description="every tangent has a leading axis of the same k")
+
+
+class JacobianSpec(Strict):
+    of: list[Id] = Field(description="ids y whose Jacobians are returned")
+    wrt: list[Id] | None = Field(None, description="input ids x; default: every input with "
+                                 "requires_grad. Each Jacobian has shape (*shape(y), *shape(x))")
 
 
 class EvaluateRequest(Strict):
@@ -118,9 +155,16 @@ class EvaluateRequest(Strict):
     outputs: list[Id] | None = Field(None, description="ids whose values are returned; "
                                      "default: every node no other node uses")
     grad: GradSpec | None = None
+    jvp: JvpSpec | None = None
+    hvp: HvpSpec | None = None
+    jacobian: JacobianSpec | None = None
     dtype: Dtype = Field("float32", description="every tensor is computed in it")
     encoding: Encoding = Field("nested", description="how response tensors are written")
     anomaly: bool = Field(False, description="report the first node with a NaN or ±Infinity")
+
+
+class ShapesRequest(EvaluateRequest):
+    """The body of /v1/evaluate, where any tensor may be `{"shape": [...]}` alone."""
 
 
 # ---- responses --------------------------------------------------------------------------
@@ -142,7 +186,8 @@ class NumericWarning(BaseModel):
     detail: str | None = Field(None, description="what went wrong, for a kind that is not "
                                "a count of values")
     count: int | None = Field(None, description="how many values, for a returned tensor")
-    in_: Literal["outputs", "gradients"] | None = Field(None, alias="in")
+    in_: Literal["outputs", "gradients", "jvp", "hvp", "jacobians"] | None = Field(
+        None, alias="in")
     op: str | None = Field(None, description="with anomaly: the op of the first bad node")
     phase: Literal["forward", "backward"] | None = None
 
@@ -156,8 +201,37 @@ class Stats(BaseModel):
 class EvaluateResponse(BaseModel):
     outputs: dict[str, TensorOut]
     gradients: dict[str, TensorOut]
+    jvp: dict[str, TensorOut] | None = Field(None, description="when `jvp` was asked")
+    hvp: dict[str, TensorOut] | None = Field(None, description="when `hvp` was asked")
+    jacobians: dict[str, dict[str, TensorOut]] | None = Field(
+        None, description="when `jacobian` was asked: of id -> wrt id -> tensor")
     warnings: list[NumericWarning]
     stats: Stats
+
+
+class ShapeOut(BaseModel):
+    shape: list[int]
+    dtype: Dtype
+
+
+class NodeShape(ShapeOut):
+    op: str
+
+
+class Cost(BaseModel):
+    flops: float = Field(description="estimated floating-point operations")
+    peak_bytes: int = Field(description="tensor bytes alive at once, at the peak")
+    response_bytes: int = Field(description="the response's size, at most")
+
+
+class ShapesResponse(BaseModel):
+    nodes: dict[str, NodeShape]
+    outputs: dict[str, ShapeOut]
+    gradients: dict[str, ShapeOut]
+    jvp: dict[str, ShapeOut]
+    hvp: dict[str, ShapeOut]
+    jacobians: dict[str, dict[str, ShapeOut]]
+    cost: Cost
 
 
 class ProblemPointer(BaseModel):

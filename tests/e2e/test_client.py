@@ -87,6 +87,8 @@ CALLS = {
     "add": lambda a, b: a + b,
     "sub": lambda a, b: 1.5 - a - b,
     "mul": lambda a, b: a * b * 2,
+    "div": lambda a, b: a / (b * b + 1) - 2 / (a * a + 1),
+    "broadcast_to": lambda a, b: a.broadcast_to((2, *a.shape)),
     "matmul": lambda a, b: a @ b.T(),
     "pow": lambda a, b: a ** 3,
     "neg": lambda a, b: -a,

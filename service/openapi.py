@@ -8,7 +8,7 @@ client from it; tests/e2e/test_generated_clients.py proves it):
 - tensor data is a number, a non-finite string, or a list with untyped items,
   not a recursive type (which none of the three could express);
 - a map with a key pattern is `additionalProperties` plus `propertyNames`
-  (openapi-python-client drops `patternProperties`, and sent `"inputs": {}`);
+  (openapi-python-client drops `patternProperties`, and so sent `"inputs": {}`);
 - defaults are said in descriptions (openapi-typescript makes a property with
   a `default` required, so a body that leaves it out did not type-check);
 - an `anyOf` inside an `anyOf` is one `anyOf`.
@@ -16,6 +16,7 @@ client from it; tests/e2e/test_generated_clients.py proves it):
 
 from __future__ import annotations
 
+import copy
 import json
 from dataclasses import dataclass, field
 
@@ -89,7 +90,7 @@ def _problem(status: int, schema: dict) -> dict:
 
 # ---- the schema as code generators can use it (the module docstring says why) ------------
 
-TENSOR_DATA = REF.format(model="NestedData")
+DATA = "NestedData"  # schemas.py's recursive type, replaced by DATA_FORMS wherever it is used
 DATA_FORMS = [
     {"type": "number"},
     {"type": "string", "enum": ["NaN", "Infinity", "-Infinity"]},
@@ -100,8 +101,7 @@ NOT_SCHEMAS = {"enum", "const", "default", "required", "examples"}  # values, no
 
 
 def _for_generators(schemas: dict) -> dict:
-    return {name: _reshape(s) for name, s in schemas.items() if REF.format(model=name)
-            != TENSOR_DATA}
+    return {name: _reshape(s) for name, s in schemas.items() if name != DATA}
 
 
 def _reshape(node):
@@ -110,8 +110,8 @@ def _reshape(node):
         return [_reshape(n) for n in node]
     if not isinstance(node, dict):
         return node
-    if node.get("$ref") == TENSOR_DATA:
-        return {"anyOf": json.loads(json.dumps(DATA_FORMS))}
+    if node.get("$ref") == REF.format(model=DATA):
+        return {"anyOf": copy.deepcopy(DATA_FORMS)}
     out = {}
     for key, value in node.items():
         if key == "properties":

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import copy
+import json
 import math
 import warnings
 
@@ -657,6 +658,36 @@ def test_openapi_describes_its_own_response(app_client, openapi):
     ok200 = openapi["paths"]["/openapi.json"]["get"]["responses"]["200"]
     schema = ok200["content"]["application/json"]["schema"]
     OAS31Validator(schema).validate(openapi)
+
+
+def keywords(schema, found=None) -> set[str]:
+    """Every JSON Schema keyword used anywhere below `schema` (property names aside)."""
+    found = set() if found is None else found
+    if isinstance(schema, list):
+        for s in schema:
+            keywords(s, found)
+    elif isinstance(schema, dict):
+        for key, value in schema.items():
+            found.add(key)
+            if key == "properties":
+                for s in value.values():
+                    keywords(s, found)
+            elif key not in ("enum", "const", "required"):
+                keywords(value, found)
+    return found
+
+
+def test_openapi_avoids_what_code_generators_cannot_follow(openapi):
+    """tests/e2e/test_generated_clients.py runs the generators; this says why, quickly."""
+    schemas = openapi["components"]["schemas"]
+    used = keywords(schemas)
+    assert not used & {"oneOf", "patternProperties", "default"}, used
+    assert "NestedData" not in schemas and "NestedData" not in json.dumps(openapi)
+    inputs = schemas["EvaluateRequest"]["properties"]["inputs"]
+    assert inputs["additionalProperties"] == {"$ref": "#/components/schemas/InputTensor"}
+    assert inputs["propertyNames"]["pattern"].startswith("^")
+    dtype = schemas["EvaluateRequest"]["properties"]["dtype"]
+    assert 'default: "float32"' in dtype["description"]
 
 
 def test_the_request_schema_accepts_the_example(openapi, example):

@@ -41,26 +41,31 @@ class Strict(BaseModel):
 
 # ---- requests ---------------------------------------------------------------------------
 
-def _given(*names: str, absent: tuple[str, ...] = ()) -> dict:
-    """JSON Schema for "these members are present and not null, those absent or null" (a null
-    member is absent)."""
-    properties = {n: {"not": {"type": "null"}} for n in names} | {n: {"type": "null"}
-                                                                  for n in absent}
-    return {"required": list(names), "properties": properties}
+def _given(absent: tuple[str, ...] = (), **types) -> dict:
+    """JSON Schema for "these members are present and not null, each of its type; those absent
+    or null" (a null member is absent). Types, not `not`: schemathesis negates them."""
+    properties = {n: {"type": t} for n, t in types.items()} | {n: {"type": "null"}
+                                                                for n in absent}
+    return {"required": list(types), "properties": properties}
 
 
 class TensorIn(Strict):
     """Nested `{data}`, flat `{shape, data}` or binary `{shape, dtype, b64}` (PROTOCOL.md §3).
     Numbers are JSON numbers or the strings "NaN", "Infinity", "-Infinity"."""
 
-    # The forms as if/then/else, which validators check and code generators pass over (a
-    # `oneOf` of them made openapi-generator find several matches, openapi-python-client none).
+    # The forms as constraints that validators check and code generators pass over (a `oneOf`
+    # of them made openapi-generator find several matches, openapi-python-client none), each
+    # simple enough for schemathesis to negate: without b64, data; with b64, shape and dtype
+    # but no data; flat data with a shape.
     model_config = ConfigDict(json_schema_extra={
-        "if": _given("b64"),
-        "then": _given("shape", "dtype", absent=("data",)),
-        "else": {**_given("data"), "if": {"required": ["encoding"],
-                                          "properties": {"encoding": {"const": "flat"}}},
-                 "then": _given("shape")},
+        "if": {"properties": {"b64": {"type": "null"}}},
+        "then": _given(data=["number", "string", "array"]),
+        "dependentSchemas": {
+            "b64": {"anyOf": [{"properties": {"b64": {"type": "null"}}},
+                              _given(shape="array", dtype="string", absent=("data",))]},
+            "encoding": {"anyOf": [{"properties": {"encoding": {"enum": ["nested", None]}}},
+                                   _given(shape="array")]},
+        },
     })
 
     data: SkipValidation[NestedData] | None = Field(

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import base64
 import copy
+import itertools
 import json
 import math
 import warnings
 
 import numpy as np
+import pydantic
 import pytest
 from openapi_schema_validator import OAS31Validator
 from openapi_spec_validator import validate as validate_spec
@@ -17,6 +19,7 @@ from autograd import OPS
 from service.app import create_app
 from service.config import Settings
 from service.errors import CODES
+from service.schemas import TensorIn
 from tests.service.test_codec import strict_loads
 
 PROBLEM = "application/problem+json"
@@ -688,6 +691,27 @@ def test_openapi_avoids_what_code_generators_cannot_follow(openapi):
     assert inputs["propertyNames"]["pattern"].startswith("^")
     dtype = schemas["EvaluateRequest"]["properties"]["dtype"]
     assert 'default: "float32"' in dtype["description"]
+
+
+ABSENT = object()
+MEMBERS = {"data": [ABSENT, None, [1.0]], "shape": [ABSENT, None, [1]],
+           "dtype": [ABSENT, None, "float32"], "b64": [ABSENT, None, "AACAPw=="],
+           "encoding": [ABSENT, None, "nested", "flat"]}
+
+
+def test_the_documents_tensor_forms_are_exactly_the_servers(openapi):
+    """Every mix of members (absent, null, given): the document's constraints (written for
+    generators and schemathesis alike) accept a request tensor exactly when the server does."""
+    schema = OAS31Validator({"$ref": "#/components/schemas/TensorIn",
+                             "components": openapi["components"]})
+    for values in itertools.product(*MEMBERS.values()):
+        body = {k: v for k, v in zip(MEMBERS, values, strict=True) if v is not ABSENT}
+        try:
+            TensorIn.model_validate(body)
+            served = True
+        except pydantic.ValidationError:
+            served = False
+        assert schema.is_valid(body) == served, body
 
 
 def test_the_request_schema_accepts_the_example(openapi, example):

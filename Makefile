@@ -3,7 +3,7 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV   := .venv
 BIN    := $(VENV)/bin
 
-.PHONY: serve test lint bench docs clean
+.PHONY: serve test lint bench docs image push clean
 
 # One stamp per extra, rebuilt when pyproject.toml changes.
 $(VENV)/.stamp-%: pyproject.toml
@@ -41,6 +41,20 @@ bench: $(VENV)/.stamp-bench
 # Rewrite README.md's generated tables (ops, error codes, settings).
 docs: $(VENV)/.stamp-base
 	$(BIN)/python -m service.reference
+
+# The container image, tagged with the package's version and latest. Needs a Docker engine
+# (none runs on the development machines). For a cluster, name your registry and push:
+#   make image push IMAGE=registry.example.com/team/gradserve
+# then set that name in deploy/k8s/deployment.yaml's `image:`.
+IMAGE   ?= gradserve
+VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
+image:
+	docker build -t $(IMAGE):$(VERSION) .
+	docker tag $(IMAGE):$(VERSION) $(IMAGE):latest
+
+push:
+	docker push $(IMAGE):$(VERSION)
+	docker push $(IMAGE):latest
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .hypothesis

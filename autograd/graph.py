@@ -34,7 +34,7 @@ from .errors import (
     UnknownId,
     UnknownOp,
 )
-from .registry import OPS, Op, is_number
+from .registry import OPS, Op, is_number, suggest
 from .shapes import Shape, extent, size
 from .tensor import Tensor, as_dtype, backprop, constant, initial_grad
 
@@ -66,7 +66,8 @@ class Step:
 class Result:
     outputs: dict[str, np.ndarray]
     gradients: dict[str, np.ndarray]
-    warnings: list[dict]  # from Plan.run: anomalies (anomaly=True); nonfinite() adds the rest
+    warnings: list[dict]  # from Plan.run: the plan's notes, anomalies (anomaly=True);
+    #                       nonfinite() adds the rest
     stats: dict
     jvp: dict[str, np.ndarray] = field(default_factory=dict)
     hvp: dict[str, np.ndarray] = field(default_factory=dict)
@@ -129,6 +130,10 @@ class Plan:
         self.outputs = [_known(o, known, ("outputs", k), "outputs")
                         for k, o in enumerate(outputs)]
         self.of, self.wrt, self.batch = self._grad_spec(grad, seed_shape, known)
+        self.notes = [] if self.of is None or self.wrt else [{
+            "id": self.of, "kind": "nothing_to_differentiate",
+            "detail": f"grad.of {self.of!r} has nothing to differentiate: grad.wrt is empty and "
+                      f"no input has requires_grad: true, so no gradient is returned"}]
         self.jvp = specs.jvp(jvp, self, known)
         self.hvp = specs.hvp(hvp, self, known)
         self.jacobian = specs.jacobian(jacobian, self, known)
@@ -191,7 +196,7 @@ class Plan:
             name = node.get("op")
             op = OPS.get(name) if isinstance(name, str) else None
             if op is None:
-                raise UnknownOp(f"node {nid!r}: unknown op {name!r}; GET /v1/ops lists them",
+                raise UnknownOp(f"node {nid!r}: unknown op {name!r}{_did_you_mean(name)}",
                                 path=("nodes", i, "op"), node=nid)
             args = node.get("args", ())
             if not isinstance(args, (list, tuple)):
@@ -341,7 +346,7 @@ class Plan:
                     dead.data = None
             t1 = time.perf_counter()
             gradients = self._backward(seed, deadline, watch) if self.of else {}
-            result = Result({}, gradients, watch.found, {})
+            result = Result({}, gradients, self.notes + watch.found, {})
             if self.jvp:
                 result.jvp = self._jvp(tangents or {}, deadline)
             if self.hvp:
@@ -528,6 +533,11 @@ def _nonfinite(arrays: Mapping[str, np.ndarray], where: str) -> list[dict]:
         found += [{"id": name, "in": where, "kind": kind, "count": n}
                   for kind, n in (("nan", nan), ("inf", inf)) if n]
     return found
+
+
+def _did_you_mean(name) -> str:
+    meant = suggest(name) if isinstance(name, str) else None
+    return f"; did you mean {meant!r}?" if meant else ""
 
 
 def _index(s: Step) -> int:

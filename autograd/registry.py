@@ -10,6 +10,7 @@ parametrised tests all read `OPS`.
 
 from __future__ import annotations
 
+import difflib
 import math
 import numbers
 from collections.abc import Callable, Sequence
@@ -297,6 +298,15 @@ class Op:
 
 OPS: dict[str, Op] = {}
 INTERNAL: dict[str, Op] = {}  # ops only rules build: no request, no /v1/ops, no SDK
+
+def suggest(name: str) -> str | None:
+    """The registered op a misspelt name most likely meant (`Sigmoid`, `sigmod`), or None."""
+    by_lower = {op.lower(): op for op in OPS}
+    if name.lower() in by_lower:
+        return by_lower[name.lower()]
+    close = difflib.get_close_matches(name.lower(), by_lower, n=1, cutoff=0.6)
+    return by_lower[close[0]] if close else None
+
 
 # Python operators and the dunder methods that build an op with them (Tensor, client builder).
 PYTHON_OPERATORS = {

@@ -35,7 +35,7 @@ from .errors import from_engine
 class Node:
     """An input, a parameter, or the result of an op in one Graph."""
 
-    __slots__ = ("graph", "id", "op", "args", "attrs", "shape", "value", "requires_grad")
+    __slots__ = ("graph", "id", "op", "args", "attrs", "shape", "_value", "requires_grad")
     __array_ufunc__ = None  # `ndarray + node` defers to Node.__radd__ (and then refuses)
 
     def __init__(self, graph: Graph, name: str, *, op: Op | None = None, args: tuple = (),
@@ -43,11 +43,30 @@ class Node:
                  requires_grad: bool = False):
         self.graph, self.id, self.op, self.args = graph, name, op, args
         self.attrs = attrs or {}
-        self.shape, self.value, self.requires_grad = shape, value, requires_grad
+        self.shape, self._value, self.requires_grad = shape, value, requires_grad
 
     def __repr__(self) -> str:
         made = f"{self.op.name}, " if self.op else ""
         return f"Node({self.id!r}, {made}{self.kind}, shape={self.shape})"
+
+    @property
+    def value(self) -> np.ndarray | None:
+        """An input's or a parameter's array (float64); None for an op's result."""
+        return self._value
+
+    @value.setter
+    def value(self, new) -> None:
+        """A new value for a leaf, of the same shape: the graph is sent again with it, not
+        rebuilt (the training loop: `p.value -= lr * r.grad(p)`)."""
+        if self.op is not None:
+            raise AttributeError(f"{self.id!r} is computed by {self.op.name}; only an input's "
+                                 f"or a parameter's value can be set")
+        new = _as_value(self.id, new)
+        if new.shape != self.shape:
+            raise ValueError(f"{self.kind} {self.id!r} has shape {self.shape}, the new value "
+                             f"{new.shape}: every node after it was checked for {self.shape} "
+                             f"(build a new Graph for another shape)")
+        self._value = new
 
     @property
     def kind(self) -> str:
@@ -108,12 +127,7 @@ class Graph:
         return [n for n in self._nodes if n.requires_grad and n.op is None]
 
     def _leaf(self, name: str, value, requires_grad: bool) -> Node:
-        if np.iscomplexobj(value):
-            raise TypeError(f"input {name!r}: complex values are not supported")
-        try:
-            value = np.array(value, dtype=np.float64)
-        except (TypeError, ValueError) as e:
-            raise TypeError(f"input {name!r} must be numbers: {e}") from None
+        value = _as_value(name, value)
         node = Node(self, name, shape=value.shape, value=value, requires_grad=requires_grad)
         return self._add(node, name)
 
@@ -347,6 +361,17 @@ def _node_json(n: Node) -> dict:
     if n.attrs:
         out["attrs"] = n.attrs
     return out
+
+
+def _as_value(name: str, value) -> np.ndarray:
+    """A leaf's value as a float64 array (a copy): real numbers only, as on the wire."""
+    try:
+        given = np.asarray(value)
+        if given.dtype.kind in "bc":
+            raise TypeError(f"not {given.dtype}")
+        return np.array(given, dtype=np.float64)
+    except (TypeError, ValueError) as e:
+        raise TypeError(f"input {name!r} must be real numbers: {e}") from None
 
 
 def _check_id(name) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import binascii
 import math
+import re
 
 import numpy as np
 import orjson
@@ -29,12 +30,18 @@ _NUMBERS = {float, int}
 _DUMP = orjson.OPT_SERIALIZE_NUMPY
 
 
+NONFINITE_HINT = 'non-finite numbers are the strings "NaN", "Infinity" and "-Infinity"'
+# Where a parser stopped at a bare NaN or Infinity (Python's json.dumps writes them; sign apart).
+_BARE_NONFINITE = re.compile(r"(nan|inf(inity)?)\b", re.IGNORECASE)
+
+
 def loads(body: bytes):
     """Strict JSON: bare NaN/Infinity, trailing commas and nesting past 1024 are 400s."""
     try:
         return orjson.loads(body)
     except orjson.JSONDecodeError as e:
-        raise ApiError(400, "malformed_json", f"the body is not valid JSON: {e}") from None
+        hint = f"; {NONFINITE_HINT}" if _BARE_NONFINITE.match(e.doc, e.pos) else ""
+        raise ApiError(400, "malformed_json", f"the body is not valid JSON: {e}{hint}") from None
 
 
 def dumps(obj) -> bytes:
@@ -127,7 +134,9 @@ def _check_leaves(o: np.ndarray, flat: list, types: set, where: tuple) -> None:
             raise _bad(at, "ragged: the nested lists are not all the same length"
                        + (f" (or nested past {o.ndim} levels)" if o.ndim >= 64 else ""))
         what = _LEAF_KINDS.get(type(v), "not a number")
-        raise _bad(at, f"{what}; tensor data holds numbers only")
+        # JavaScript's JSON.stringify writes NaN and Infinity as null
+        hint = f" ({NONFINITE_HINT})" if v is None else ""
+        raise _bad(at, f"{what}; tensor data holds numbers only{hint}")
 
 
 def _shaped(a: np.ndarray, shape, layout, where: tuple) -> np.ndarray:

@@ -90,6 +90,10 @@ def pointer(path) -> str:
     return "".join("/" + str(p).replace("~", "~0").replace("/", "~1") for p in path)
 
 
+# Where to look next, by engine code: the engine speaks no HTTP, so the service says it.
+ENGINE_HINTS = {"unknown_op": "GET /v1/ops lists every op"}
+
+
 def from_engine(e: AutogradError) -> ApiError:
     status = ENGINE_STATUS.get(e.code, 422)
     if isinstance(e, CycleError):
@@ -98,7 +102,8 @@ def from_engine(e: AutogradError) -> ApiError:
         errors = [{"pointer": pointer(e.path), "detail": e.detail}]
     if e.column is not None:
         errors[0]["column"] = e.column
-    return ApiError(status, e.code, e.detail, errors)
+    hint = ENGINE_HINTS.get(e.code)
+    return ApiError(status, e.code, f"{e.detail}; {hint}" if hint else e.detail, errors)
 
 
 def from_validation(e: ValidationError, limit: int = 20, count: int | None = None) -> ApiError:

@@ -59,21 +59,32 @@ class Strict(BaseModel):
 
 # ---- requests ---------------------------------------------------------------------------
 
-def _given(*names: str) -> dict:
-    """JSON Schema for "these members are present and not null" (a null member is absent)."""
-    return {"required": list(names), "properties": {n: {"not": {"type": "null"}} for n in names}}
+def _given(absent: tuple[str, ...] = (), **types) -> dict:
+    """JSON Schema for "these members are present and not null, each of its type; those absent
+    or null" (a null member is absent). Types, not `not`: schemathesis negates them."""
+    properties = {n: {"type": t} for n, t in types.items()} | {n: {"type": "null"}
+                                                                for n in absent}
+    return {"required": list(types), "properties": properties}
 
 
 class TensorIn(Strict):
-    """Nested `{data}`, flat `{shape, data}` or binary `{shape, dtype, b64}` (PROTOCOL.md §3)."""
+    """Nested `{data}`, flat `{shape, data}` or binary `{shape, dtype, b64}` (PROTOCOL.md §3).
+    Numbers are JSON numbers or the strings "NaN", "Infinity", "-Infinity"."""
 
-    model_config = ConfigDict(json_schema_extra={"oneOf": [
-        {"title": "nested", **_given("data"), "not": {"anyOf": [
-            _given("shape"), _given("b64"), {"required": ["encoding"],
-                                              "properties": {"encoding": {"const": "flat"}}}]}},
-        {"title": "flat", **_given("shape", "data"), "not": _given("b64")},
-        {"title": "binary", **_given("shape", "dtype", "b64"), "not": _given("data")},
-    ]})
+    # The forms as constraints that validators check and code generators pass over (a `oneOf`
+    # of them made openapi-generator find several matches, openapi-python-client none), each
+    # simple enough for schemathesis to negate: without b64, data; with b64, shape and dtype
+    # but no data; flat data with a shape.
+    model_config = ConfigDict(json_schema_extra={
+        "if": {"properties": {"b64": {"type": "null"}}},
+        "then": _given(data=["number", "string", "array"]),
+        "dependentSchemas": {
+            "b64": {"anyOf": [{"properties": {"b64": {"type": "null"}}},
+                              _given(shape="array", dtype="string", absent=("data",))]},
+            "encoding": {"anyOf": [{"properties": {"encoding": {"enum": ["nested", None]}}},
+                                   _given(shape="array")]},
+        },
+    })
 
     data: SkipValidation[NestedData] | None = Field(
         None, description="numbers, nested (shape inferred) or flat in C order with `shape`")
@@ -178,8 +189,7 @@ class EvaluateRequest(Strict):
         "expr": {"loss": "mean(sigmoid(x @ w + b))"},
         "grad": {"of": "loss"}}]})
 
-    inputs: dict[Id, InputTensor] = Field(description="named leaf tensors", json_schema_extra={
-        "additionalProperties": False})  # a name off the id pattern is refused, as in the model
+    inputs: dict[Id, InputTensor] = Field(description="named leaf tensors")
     nodes: list[Node] = Field(default_factory=list, description="operations, in any order")
     expr: Annotated[dict[Id, str], Field(json_schema_extra={"additionalProperties": False})] \
         | None = Field(None, description=(
@@ -213,8 +223,13 @@ class TensorOut(BaseModel):
 
 
 class NumericWarning(BaseModel):
+    """A non-finite value (`nan`, `inf`), or a request that asks for something it cannot
+    get (`nothing_to_differentiate`: `grad` with an empty `wrt`; its `detail` says why)."""
+
     id: str
-    kind: Literal["nan", "inf"]
+    kind: Literal["nan", "inf", "nothing_to_differentiate"]
+    detail: str | None = Field(None, description="what went wrong, for a kind that is not "
+                               "a count of values")
     count: int | None = Field(None, description="how many values, for a returned tensor")
     in_: Literal["outputs", "gradients", "jvp", "hvp", "jacobians"] | None = Field(
         None, alias="in")

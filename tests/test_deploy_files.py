@@ -417,3 +417,40 @@ def test_every_deployment_serves_the_example_models_from_one_folder():
         in volumes
     dockerfile = (ROOT / "Dockerfile").read_text()
     assert "COPY models models" in dockerfile and f"GRADSERVE_MODELS_DIR={where}" in dockerfile
+
+
+def test_k8s_ingress_routes_everything_to_the_service_with_the_services_limits(
+        tmp_path, monkeypatch):
+    ingress = k8s("Ingress")
+    assert ingress["apiVersion"] == "networking.k8s.io/v1"
+    (rule,) = ingress["spec"]["rules"]
+    (path,) = rule["http"]["paths"]
+    assert (path["path"], path["pathType"]) == ("/", "Prefix")
+    backend = path["backend"]["service"]
+    service = k8s("Service")
+    assert backend["name"] == service["metadata"]["name"]
+    assert backend["port"]["name"] in {p["name"] for p in service["spec"]["ports"]}
+    notes = {k.removeprefix("nginx.ingress.kubernetes.io/"): v
+             for k, v in ingress["metadata"]["annotations"].items()}
+    assert size(notes["proxy-body-size"]) == Settings(**as_fields(k8s_env())).max_body_bytes
+    conf = gunicorn_config(k8s_env(), tmp_path, monkeypatch)
+    for name in ("proxy-read-timeout", "proxy-send-timeout"):
+        assert seconds(notes[name]) > conf["_settings"].deadline_s
+    assert "non_idempotent" in notes["proxy-next-upstream"].split()
+
+
+def make_dry_run(*args: str) -> list[str]:
+    done = subprocess.run(["make", "-n", *args], cwd=ROOT, capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == 0, done.stderr
+    return done.stdout.splitlines()
+
+
+def test_make_image_builds_and_tags_what_the_deployments_name():
+    """`make image` needs Docker, which does not run here: what it would run is checked."""
+    version = re.search(r'^version = "(.+)"$', (ROOT / "pyproject.toml").read_text(), re.M)[1]
+    assert make_dry_run("image") == [f"docker build -t gradserve:{version} .",
+                                     f"docker tag gradserve:{version} gradserve:latest"]
+    assert container()["image"] == f"gradserve:{version}"
+    pushed = make_dry_run("image", "push", "IMAGE=registry.example.com/team/gradserve")
+    assert f"docker push registry.example.com/team/gradserve:{version}" in pushed

@@ -1,6 +1,6 @@
 """The README's Python example: values and gradients of a tiny network from gradserve.
 
-    GRADSERVE_URL=http://127.0.0.1:8000 python examples/python/quickstart.py
+    GRADSERVE_URL=http://127.0.0.1:8000 .venv/bin/python examples/python/quickstart.py
 
 Prints one line per value and per gradient: `loss = 0.77431...`, `grad w = [[...], [...]]`.
 """

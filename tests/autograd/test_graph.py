@@ -177,6 +177,17 @@ def test_wrt_defaults_to_inputs_that_require_grad():
     assert r.gradients["x"].shape == X.shape and r.gradients["x"].any()
 
 
+@pytest.mark.parametrize("grad", [{"of": "loss"}, {"of": "loss", "wrt": []}])
+def test_grad_with_nothing_to_differentiate_warns(grad):
+    """No input requires grad and `wrt` names none: the mistake is said, not passed over."""
+    r = autograd.evaluate(EXAMPLE, {"x": X, "w": W, "b": B}, grad=grad)
+    assert r.gradients == {}
+    (w,) = r.warnings
+    assert (w["id"], w["kind"]) == ("loss", "nothing_to_differentiate")
+    assert "requires_grad" in w["detail"] and "wrt" in w["detail"]
+    assert run_example(grad={"of": "loss"}).warnings == []  # w and b require grad
+
+
 def test_no_grad_means_no_backward_pass():
     r = run_example(grad=None)
     assert r.gradients == {}
@@ -364,6 +375,18 @@ def test_errors_carry_code_and_path(nodes, cls, code, path):
     assert isinstance(e.value, autograd.AutogradError)
     with pytest.raises(cls):  # the same without any array: the planner decides
         autograd.plan(nodes, {k: Leaf(v.shape) for k, v in INPUTS.items()})
+
+
+@pytest.mark.parametrize(("op", "meant"), [
+    ("sigmod", "sigmoid"), ("Sigmoid", "sigmoid"), ("SIGMOID", "sigmoid"), ("matmull", "matmul"),
+    ("softmx", "softmax"), ("MSE_loss", "mse_loss"), ("frobnicate", None), ("", None),
+])
+def test_an_unknown_op_suggests_the_registered_name_it_resembles(op, meant):
+    with pytest.raises(UnknownOp) as e:
+        autograd.evaluate([{"id": "a", "op": op, "args": ["x"]}], INPUTS)
+    hint = "did you mean"
+    assert (f"{hint} {meant!r}?" in e.value.detail) if meant else hint not in e.value.detail
+    assert "GET" not in e.value.detail  # the engine speaks no HTTP
 
 
 @pytest.mark.parametrize("nodes, ids", [

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 import subprocess
 import sys
 
@@ -312,3 +313,42 @@ def test_an_expression_mistake_raises_the_servers_error_with_its_column(g, text,
     assert err.value.code == code
     if column is not None:
         assert err.value.problem["errors"][0]["column"] == column
+
+
+# ---- new values for leaves: the training loop --------------------------------------------
+
+@pytest.mark.parametrize(("value", "error", "says"), [
+    (np.ones((3, 2)), ValueError, "shape (2, 3)"),
+    (np.ones(6), ValueError, "shape (2, 3)"),
+    (1.0, ValueError, "shape (2, 3)"),
+    (np.ones((2, 3), bool), TypeError, "not bool"),
+    (np.ones((2, 3), complex), TypeError, "not complex128"),
+    ([[1, 2, 3], [4, 5]], TypeError, "real numbers"),
+    (np.full((2, 3), "x"), TypeError, "real numbers"),
+])
+def test_a_new_leaf_value_is_checked_for_shape_and_dtype(xy, value, error, says):
+    x, _ = xy
+    before = x.value.copy()
+    with pytest.raises(error, match=re.escape(says)):
+        x.value = value
+    np.testing.assert_array_equal(x.value, before)  # a refused value changes nothing
+
+
+def test_only_a_leaf_takes_a_new_value(xy):
+    node = xy[0] + xy[1]
+    assert node.value is None
+    with pytest.raises(AttributeError, match="computed by add"):
+        node.value = np.ones((2, 3))
+
+
+def test_a_new_value_is_sent_by_the_same_graph(g, xy):
+    x, y = xy
+    loss = (x * y).sum()
+    first = g.to_json(loss, grad_of=loss)
+    y.value -= 0.5 * np.ones((2, 3))              # in place, as a training step does
+    x.value = [[1, 2, 3], [4, 5, 6]]               # ints are numbers: stored as float64
+    second = g.to_json(loss, grad_of=loss)
+    assert second["nodes"] == first["nodes"] and len(g) == 4  # x, y, mul, sum
+    assert decode(second["inputs"]["y"]).tolist() == [[0.5] * 3] * 2
+    assert decode(second["inputs"]["x"]).tolist() == [[1, 2, 3], [4, 5, 6]]
+    assert x.value.dtype == np.float64

@@ -169,3 +169,23 @@ def test_evaluate_many_shows_progress_only_on_a_terminal(local, monkeypatch, std
     local.evaluate_many([EXAMPLE] * 3, concurrency=2)
     assert ("3/3" in stderr.getvalue()) is shown
     assert (stderr.getvalue() == "") is not shown
+
+
+def test_the_readme_training_loop_fits_a_line(local):
+    """Gradient descent by evaluating one graph again with new parameter values."""
+    rng = np.random.default_rng(0)
+    features = rng.standard_normal((32, 2))
+    target = features @ np.array([[1.5], [-2.0]]) + 0.25
+    g = Graph()
+    x, y = g.input("x", features), g.input("y", target)
+    w, b = g.parameter("w", np.zeros((2, 1))), g.parameter("b", np.zeros(1))
+    loss = (x @ w + b).mse_loss(y)
+    losses = []
+    for _ in range(120):
+        r = local.evaluate(loss, grad_of=loss, dtype="float64")
+        losses.append(float(r[loss]))
+        for p in g.parameters:
+            p.value -= 0.1 * r.grad(p)
+    assert losses[-1] < 1e-6 < losses[0] and losses == sorted(losses, reverse=True)
+    np.testing.assert_allclose(w.value.ravel(), [1.5, -2.0], atol=1e-3)
+    np.testing.assert_allclose(b.value, [0.25], atol=1e-3)

@@ -54,17 +54,40 @@ EXAMPLES = {
 }
 
 
+README = (ROOT / "README.md").read_text()
+
+
+def without_timings(body: dict) -> dict:
+    return {**body, "stats": {k: v for k, v in body["stats"].items() if not k.endswith("_ms")}}
+
+
+def shown_in_readme(name: str, out: str) -> bool:
+    """The README shows this output: curl's JSON (wrapped, timings aside), else the lines."""
+    blocks = re.findall(r"```(\w*)\n(.*?)```", README, re.DOTALL)
+    if name == "curl":
+        printed = without_timings(json.loads(out))
+        return any(without_timings(json.loads(text)) == printed
+                   for lang, text in blocks if lang == "json" and '"stats"' in text)
+    return any(text == out for lang, text in blocks if lang == "")
+
+
 @pytest.mark.parametrize("name", sorted(EXAMPLES))
 def test_an_example_prints_the_values_and_gradients(server, name):
     argv, parse = EXAMPLES[name]
     done = run(argv, server.url)
     assert done.returncode == 0, done.stderr
+    assert shown_in_readme(name, done.stdout), f"README.md does not show:\n{done.stdout}"
     printed = parse(done.stdout)
     ref = reference()
     assert sorted(printed) == ["a", "b", "loss", "w"]
     for key in printed:
         np.testing.assert_allclose(printed[key], ref[key], **F32, err_msg=f"{name}: {key}")
         assert printed[key].shape == np.shape(ref[key])
+
+
+def test_the_readme_runs_python_examples_with_the_virtualenvs_python():
+    runs = re.findall(r"(\S+) examples/python/\w+\.py", README)
+    assert runs and set(runs) == {".venv/bin/python"}
 
 
 def test_the_curl_example_sends_protocol_section_1(example):
@@ -190,3 +213,14 @@ def test_the_readme_one_line_expr_curl_gives_the_protocol_numbers(server):
     np.testing.assert_allclose(body["outputs"]["loss"]["data"], ref["loss"], **F32)
     for name in ("w", "b"):
         np.testing.assert_allclose(body["gradients"][name]["data"], ref[name], **F32)
+
+
+def test_the_training_example_fits_its_line(server):
+    """examples/python/train.py: gradient descent through the server finds w and b."""
+    done = run([sys.executable, "examples/python/train.py"], server.url)
+    assert done.returncode == 0, done.stderr
+    lines = dict(line.split(" = ", 1) for line in done.stdout.splitlines())
+    losses = [float(v) for k, v in lines.items() if k.startswith("step")]
+    assert losses[-1] < 1e-4 * losses[0]
+    np.testing.assert_allclose(json.loads(lines["w"]), [2.0, -1.0, 0.5], atol=1e-3)
+    np.testing.assert_allclose(json.loads(lines["b"]), [0.3], atol=1e-3)

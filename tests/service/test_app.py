@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import base64
 import copy
+import itertools
+import json
 import math
 import warnings
 
 import numpy as np
 import orjson
+import pydantic
 import pytest
 from openapi_schema_validator import OAS31Validator
 from openapi_spec_validator import validate as validate_spec
@@ -17,6 +20,7 @@ from autograd import OPS
 from service.app import create_app
 from service.config import Settings
 from service.errors import CODES
+from service.schemas import TensorIn
 from tests.service.test_codec import strict_loads
 
 PROBLEM = "application/problem+json"
@@ -302,6 +306,18 @@ def test_wrt_defaults_to_inputs_with_requires_grad(app_client, example):
     assert_f32(got["gradients"]["b"], want["b"], (1,))
 
 
+@pytest.mark.parametrize("wrt", ["default", "empty"])
+def test_grad_with_nothing_to_differentiate_is_a_warning(app_client, example, openapi, wrt):
+    del example["inputs"]["w"]["requires_grad"]
+    change(example, "grad/wrt", DROP if wrt == "default" else [])
+    got = ok(app_client.post("/v1/evaluate", json=example))
+    conforms(openapi, got, "EvaluateResponse")
+    assert got["gradients"] == {} and set(got["outputs"]) == {"loss", "a"}
+    (warning,) = got["warnings"]
+    assert warning["id"] == "loss" and warning["kind"] == "nothing_to_differentiate"
+    assert "requires_grad: true" in warning["detail"]
+
+
 def test_gradients_wrt_intermediate_nodes_and_an_unrelated_input(app_client, example):
     example["inputs"]["u"] = {"data": [[CANARY, 2, 3]], "requires_grad": True}
     example["grad"]["wrt"] = ["z", "h", "u", "x"]
@@ -477,6 +493,34 @@ RAW = [
                          ids=[r[0] for r in RAW])
 def test_raw_body_errors(app_client, data, content_type, status, code):
     problem(app_client.post("/v1/evaluate", data=data, content_type=content_type), status, code)
+
+
+NONFINITE_HINT = 'the strings "NaN", "Infinity" and "-Infinity"'
+
+
+@pytest.mark.parametrize(("name", "data", "status", "hinted"), [
+    ("Python's json.dumps: bare NaN", b'{"inputs": {"x": {"data": [1.0, NaN]}}, "nodes": []}',
+     400, True),
+    ("bare -Infinity", b'{"inputs": {"x": {"data": -Infinity}}, "nodes": []}', 400, True),
+    ("numpy's str: nan", b'{"inputs": {"x": {"data": [nan]}}, "nodes": []}', 400, True),
+    ("JavaScript's JSON.stringify: null", b'{"inputs": {"x": {"data": [[1, null]]}}, '
+     b'"nodes": []}', 422, True),
+    ("a trailing comma", b'{"inputs": {"x": {"data": [1,]}}, "nodes": []}', 400, False),
+    ("a boolean in data", b'{"inputs": {"x": {"data": [true]}}, "nodes": []}', 422, False),
+])
+def test_non_finite_mistakes_say_how_to_write_them(app_client, name, data, status, hinted):
+    r = app_client.post("/v1/evaluate", data=data, content_type="application/json")
+    body = problem(r, status, "malformed_json" if status == 400 else "bad_tensor")
+    assert (NONFINITE_HINT in body["detail"]) == hinted, body["detail"]
+
+
+@pytest.mark.parametrize(("op", "meant"), [("sigmod", "sigmoid"), ("Sigmoid", "sigmoid"),
+                                           ("swish", None)])
+def test_unknown_op_says_what_was_meant_and_where_the_ops_are(app_client, example, op, meant):
+    example["nodes"][2]["op"] = op
+    body = problem(app_client.post("/v1/evaluate", json=example), 422, "unknown_op")
+    assert ("did you mean 'sigmoid'?" in body["detail"]) == bool(meant)
+    assert body["detail"].endswith("GET /v1/ops lists every op")
 
 
 @pytest.mark.parametrize("content_type", ["application/json; charset=utf-8",
@@ -772,6 +816,57 @@ def test_openapi_describes_its_own_response(app_client, openapi):
     ok200 = openapi["paths"]["/openapi.json"]["get"]["responses"]["200"]
     schema = ok200["content"]["application/json"]["schema"]
     OAS31Validator(schema).validate(openapi)
+
+
+def keywords(schema, found=None) -> set[str]:
+    """Every JSON Schema keyword used anywhere below `schema` (property names aside)."""
+    found = set() if found is None else found
+    if isinstance(schema, list):
+        for s in schema:
+            keywords(s, found)
+    elif isinstance(schema, dict):
+        for key, value in schema.items():
+            found.add(key)
+            if key == "properties":
+                for s in value.values():
+                    keywords(s, found)
+            elif key not in ("enum", "const", "required"):
+                keywords(value, found)
+    return found
+
+
+def test_openapi_avoids_what_code_generators_cannot_follow(openapi):
+    """tests/e2e/test_generated_clients.py runs the generators; this says why, quickly."""
+    schemas = openapi["components"]["schemas"]
+    used = keywords(schemas)
+    assert not used & {"oneOf", "patternProperties", "default"}, used
+    assert "NestedData" not in schemas and "NestedData" not in json.dumps(openapi)
+    inputs = schemas["EvaluateRequest"]["properties"]["inputs"]
+    assert inputs["additionalProperties"] == {"$ref": "#/components/schemas/InputTensor"}
+    assert inputs["propertyNames"]["pattern"].startswith("^")
+    dtype = schemas["EvaluateRequest"]["properties"]["dtype"]
+    assert 'default: "float32"' in dtype["description"]
+
+
+ABSENT = object()
+MEMBERS = {"data": [ABSENT, None, [1.0]], "shape": [ABSENT, None, [1]],
+           "dtype": [ABSENT, None, "float32"], "b64": [ABSENT, None, "AACAPw=="],
+           "encoding": [ABSENT, None, "nested", "flat"]}
+
+
+def test_the_documents_tensor_forms_are_exactly_the_servers(openapi):
+    """Every mix of members (absent, null, given): the document's constraints (written for
+    generators and schemathesis alike) accept a request tensor exactly when the server does."""
+    schema = OAS31Validator({"$ref": "#/components/schemas/TensorIn",
+                             "components": openapi["components"]})
+    for values in itertools.product(*MEMBERS.values()):
+        body = {k: v for k, v in zip(MEMBERS, values, strict=True) if v is not ABSENT}
+        try:
+            TensorIn.model_validate(body)
+            served = True
+        except pydantic.ValidationError:
+            served = False
+        assert schema.is_valid(body) == served, body
 
 
 def test_the_request_schema_accepts_the_example(openapi, example):

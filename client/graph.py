@@ -181,8 +181,8 @@ class Graph:
 
     def to_json(self, *outputs, grad_of=None, wrt=None, seed=None, batch: bool = False,
                 jvp: Mapping | None = None, hvp: Mapping | None = None,
-                jacobian: Mapping | None = None, dtype: str = "float32",
-                encoding: str | None = None, anomaly: bool = False,
+                jacobian: Mapping | None = None, vmap: Mapping | None = None,
+                dtype: str = "float32", encoding: str | None = None, anomaly: bool = False,
                 values: bool = True) -> dict:
         """The body of POST /v1/evaluate (PROTOCOL.md §1, §8) for these outputs and derivatives.
 
@@ -193,7 +193,9 @@ class Graph:
         the members of PROTOCOL.md §8 (`{"of": [y], "tangents": {x: array}}`, ...); their
         `wrt` too defaults to every parameter. `encoding` None asks for base64 when a
         returned tensor is large. `values=False` writes every tensor by its shape alone:
-        the body of POST /v1/shapes.
+        the body of POST /v1/shapes. `vmap` maps leaves to B input sets each, arrays with a
+        leading axis B (PROTOCOL.md §11): the graph runs for each, everything comes back
+        with the leading B; the leaves' own values give the shapes of one example.
         """
         if dtype not in DTYPES:
             raise ValueError(f"dtype must be one of {list(DTYPES)}, not {dtype!r}")
@@ -226,16 +228,31 @@ class Graph:
         chosen = asked["outputs"] or {"grad", "hvp", "jacobian"} & asked.keys() or (
             "of" in asked.get("jvp", {}))
         nodes = self._needed(named) if chosen else self._nodes
+        batched = {}
+        for leaf, values_ in (vmap or {}).items():
+            leaf = self._by_id.get(leaf) if isinstance(leaf, str) else leaf
+            if not isinstance(leaf, Node) or leaf.graph is not self or leaf.op is not None:
+                raise ValueError(f"vmap maps leaves of this graph to arrays, not {leaf!r}")
+            values_ = np.asarray(values_)
+            if values_.shape[1:] != leaf.shape:
+                raise ValueError(f"vmap's arrays for {leaf.id!r} must have shape (B, "
+                                 f"*{leaf.shape}), not {values_.shape}")
+            batched[leaf] = values_
+        nodes = nodes + [n for n in batched if n not in nodes]
         body: dict = {
-            "inputs": {n.id: {**tensor(n.value), "requires_grad": n.requires_grad}
+            "inputs": {n.id: {**tensor(batched.get(n, n.value)), "requires_grad": n.requires_grad}
                        for n in nodes if n.op is None},
             "nodes": [_node_json(n) for n in nodes if n.op is not None],
         }
         if asked["outputs"]:
             body["outputs"] = asked["outputs"]
         body.update((k, v) for k, v in asked.items() if k != "outputs")
+        if batched:
+            body["vmap"] = {"inputs": [n.id for n in batched]}
+        b = max((len(v) for v in batched.values()), default=1)
         body["dtype"] = dtype
-        body["encoding"] = encoding or codec.encoding_for(self._returned_sizes(body, nodes))
+        body["encoding"] = encoding or codec.encoding_for(
+            [b * n for n in self._returned_sizes(body, nodes)])
         if anomaly:
             body["anomaly"] = True
         return body

@@ -86,7 +86,7 @@ class BaseClient(abc.ABC):
 
     def evaluate(self, *outputs, grad_of=None, wrt=None, seed=None, batch: bool = False,
                  jvp: dict | None = None, hvp: dict | None = None, jacobian: dict | None = None,
-                 dtype: str = "float32", encoding: str | None = None,
+                 vmap: dict | None = None, dtype: str = "float32", encoding: str | None = None,
                  anomaly: bool = False) -> Result:
         """Values of `outputs`, and the derivatives asked for, from one forward pass.
 
@@ -94,11 +94,13 @@ class BaseClient(abc.ABC):
         the graph and may name any node; `seed` is the incoming gradient when `grad_of` is
         not a single element, or with `batch=True` k of them, (k, *shape). `jvp`, `hvp` and
         `jacobian` are PROTOCOL.md §8's members as dicts, e.g. `jvp={"of": [y], "tangents":
-        {x: v}}`; Nodes or ids wherever an id goes, arrays wherever a tensor goes.
+        {x: v}}`; Nodes or ids wherever an id goes, arrays wherever a tensor goes. `vmap`
+        maps leaves to B input sets each, `{x: X}` with X of shape (B, *x.shape): every
+        result comes back with a leading B, row i as for X[i] (per-example gradients).
         """
         return self.evaluate_json(_graph_of(outputs, grad_of, wrt, jvp, hvp, jacobian).to_json(
             *outputs, grad_of=grad_of, wrt=wrt, seed=seed, batch=batch, jvp=jvp, hvp=hvp,
-            jacobian=jacobian, dtype=dtype, encoding=encoding, anomaly=anomaly))
+            jacobian=jacobian, vmap=vmap, dtype=dtype, encoding=encoding, anomaly=anomaly))
 
     def evaluate_json(self, body: dict) -> Result:
         """Evaluate a PROTOCOL.md request body (as Graph.to_json writes it)."""

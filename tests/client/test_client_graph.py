@@ -352,3 +352,30 @@ def test_a_new_value_is_sent_by_the_same_graph(g, xy):
     assert decode(second["inputs"]["y"]).tolist() == [[0.5] * 3] * 2
     assert decode(second["inputs"]["x"]).tolist() == [[1, 2, 3], [4, 5, 6]]
     assert x.value.dtype == np.float64
+
+
+def test_vmap_sends_the_batches_and_names_them(g):
+    x = g.input("x", np.ones((2, 3)))
+    w = g.parameter("w", np.ones((3, 1)))
+    loss = (x @ w).sum()
+    body = g.to_json(loss, grad_of=loss, vmap={x: np.zeros((5, 2, 3))})
+    assert body["vmap"] == {"inputs": ["x"]}
+    assert decode(body["inputs"]["x"]).shape == (5, 2, 3)
+    assert decode(body["inputs"]["w"]).shape == (3, 1)
+    with pytest.raises(ValueError, match=r"\(B, \*\(2, 3\)\)"):
+        g.to_json(loss, vmap={x: np.zeros((5, 3, 2))})
+    with pytest.raises(ValueError, match="leaves"):
+        g.to_json(loss, vmap={loss: np.zeros((5,))})
+
+
+def test_vmap_runs_locally_as_per_example_requests(g):
+    from client import Client
+
+    x = g.input("x", np.ones(3))
+    w = g.parameter("w", np.array([1.0, 2.0, 3.0]))
+    loss = (x * w).sum()
+    xs = np.arange(12.0).reshape(4, 3)
+    with Client.local() as c:
+        r = c.evaluate(loss, grad_of=loss, vmap={x: xs}, dtype="float64")
+    np.testing.assert_allclose(r[loss], xs @ [1.0, 2.0, 3.0])
+    np.testing.assert_allclose(r.grad(w), xs)  # per example: d(x·w)/dw = x

@@ -224,3 +224,13 @@ def test_the_training_example_fits_its_line(server):
     assert losses[-1] < 1e-4 * losses[0]
     np.testing.assert_allclose(json.loads(lines["w"]), [2.0, -1.0, 0.5], atol=1e-3)
     np.testing.assert_allclose(json.loads(lines["b"]), [0.3], atol=1e-3)
+
+
+def test_per_example_gradients_in_one_request(server):
+    """examples/python/per_example.py: 1,000 rows in one vmap request, each row's gradient
+    norm equal to a request of its own (the example asserts it for five rows)."""
+    done = run([sys.executable, "examples/python/per_example.py"], server.url)
+    assert done.returncode == 0, done.stderr
+    lines = dict(line.split(" = ", 1) for line in done.stdout.splitlines())
+    assert int(lines["rows"]) == 1000 and int(lines["checked"]) == 5
+    assert 0 < float(lines["norm_min"]) < float(lines["norm_max"])

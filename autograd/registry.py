@@ -304,7 +304,8 @@ def suggest(name: str) -> str | None:
     by_lower = {op.lower(): op for op in OPS}
     if name.lower() in by_lower:
         return by_lower[name.lower()]
-    close = difflib.get_close_matches(name.lower(), by_lower, n=1, cutoff=0.6)
+    # 0.7: one letter off in a short name still matches; `frobnicate` is not `concat` (0.63)
+    close = difflib.get_close_matches(name.lower(), by_lower, n=1, cutoff=0.7)
     return by_lower[close[0]] if close else None
 
 

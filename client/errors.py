@@ -96,6 +96,8 @@ BY_STATUS: dict[int, type[GradserveError]] = {
 # every other engine code is a 422. The local backend raises with these.
 ENGINE_STATUS = {"graph_too_large": 413, "tensor_too_large": 413, "expression_too_large": 413,
                  "deadline_exceeded": 504}
+# What the server adds to an engine error's detail (the engine says nothing of HTTP).
+ENGINE_HINTS = {"unknown_op": "GET /v1/ops lists every op"}
 
 
 def error_class(status: int) -> type[GradserveError]:
@@ -131,7 +133,9 @@ def from_engine(e) -> GradserveError:
              "detail": f"cycle through {', '.join(ids)}" if ids else e.detail}
     if getattr(e, "column", None) is not None:  # in an expression
         entry["column"] = e.column
-    return error_class(status)(problem(status, e.code, e.detail, [entry]))
+    hint = ENGINE_HINTS.get(e.code)
+    detail = f"{e.detail}; {hint}" if hint else e.detail
+    return error_class(status)(problem(status, e.code, detail, [entry]))
 
 
 # RFC 9110's names where Python's HTTPStatus still has the older ones, as the server writes them.

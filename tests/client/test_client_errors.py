@@ -26,6 +26,7 @@ def instance(cls: type):
 
 def test_the_status_tables_are_equal():
     assert client_errors.ENGINE_STATUS == service_errors.ENGINE_STATUS
+    assert client_errors.ENGINE_HINTS == service_errors.ENGINE_HINTS
     for code, status in client_errors.ENGINE_STATUS.items():
         assert service_errors.CODES[code][0] == status
 

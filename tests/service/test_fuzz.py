@@ -11,9 +11,10 @@ import re
 
 import pytest
 import schemathesis
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, given, seed, settings
 from schemathesis import GenerationMode
 from schemathesis.config import SchemathesisConfig
+from schemathesis.core.errors import UnsupportedSchema
 
 from service.app import ROUTES, create_app
 from service.config import Settings
@@ -72,12 +73,17 @@ def agrees_with_document(case, response) -> None:
 
 
 def fuzz(operation, mode: GenerationMode, max_examples: int) -> int:
-    """Run the operation's cases in one mode through every check; return how many ran."""
+    """Run the operation's cases in one mode through every check; return how many ran.
+
+    Seeded, so every run sends the same cases. Schemathesis cannot negate every schema on
+    every draw ("a `not` whose complement is not spelled out": a limit of its negative
+    mode, not of the document); a run it gives up on is run again from the next seed
+    until the budget is spent, and the caller checks how many cases ran."""
     ran = 0
 
-    @given(case=operation.as_strategy(generation_mode=mode))
     @settings(max_examples=max_examples, deadline=None, database=None,
               suppress_health_check=list(HealthCheck))
+    @given(case=operation.as_strategy(generation_mode=mode))
     def run(case):
         nonlocal ran
         ran += 1
@@ -85,7 +91,13 @@ def fuzz(operation, mode: GenerationMode, max_examples: int) -> int:
         if mode is GenerationMode.POSITIVE:
             agrees_with_document(case, response)
 
-    run()
+    for attempt in range(8):
+        try:
+            seed(attempt)(run)()
+            break
+        except UnsupportedSchema:
+            if ran >= max_examples:
+                break
     return ran
 
 

@@ -440,8 +440,10 @@ def test_k8s_ingress_routes_everything_to_the_service_with_the_services_limits(
 
 
 def make_dry_run(*args: str) -> list[str]:
-    done = subprocess.run(["make", "-n", *args], cwd=ROOT, capture_output=True, text=True,
-                          timeout=60)
+    # as a user runs it, also when the suite itself runs under `make test`
+    env = {k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MAKELEVEL", "MFLAGS")}
+    done = subprocess.run(["make", "--no-print-directory", "-n", *args], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     return done.stdout.splitlines()
 

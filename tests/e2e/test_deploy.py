@@ -170,7 +170,11 @@ def test_requests_through_nginx_all_succeed_and_reach_both_instances(cluster, ex
     rid = r.headers["X-Request-ID"]
     assert re.fullmatch(r"[0-9a-f]{32}", rid)
     assert rid in answered(a) | answered(b)
-    assert rid in {line["request_id"] for line in balancer.access_log()}
+    # nginx writes its access line after the response has left: wait for it a little
+    end = time.monotonic() + 10
+    while rid not in {line["request_id"] for line in balancer.access_log()}:
+        assert time.monotonic() < end, f"{rid} is not in nginx's access log"
+        time.sleep(0.1)
 
 
 def test_an_instance_stopped_with_sigterm_mid_stream_costs_no_request(cluster, example):

@@ -4,8 +4,8 @@ Each model is one Tesseract whose inputs and outputs are the model's, every
 one a differentiable array. A call becomes the body of a model evaluate
 (service/models.py): apply is the outputs, vector_jacobian_product a `grad`
 per output summed, jacobian_vector_product a `jvp`, jacobian a `jacobian`.
-An endpoint is listed in the model's openapi.json only when the request it
-becomes exists, as the Tesseract client decides from that list what to call.
+Every endpoint is listed in the model's openapi.json, from which the Tesseract
+client decides what to call.
 
 Arrays come as Tesseract writes them (`{"shape", "dtype", "data": {"buffer",
 "encoding"}}`, base64 or a JSON buffer; `object_type` optional) or as plain
@@ -28,18 +28,12 @@ from flask import Response, current_app, request
 from .errors import ApiError
 from .models import Model, find
 from .openapi import Route
-from .schemas import EvaluateRequest
 
 PREFIX = "/tesseract/"
 FORMATS = ("json+base64", "json")
 COMPRESSIONS = ("none", "lz4")
-# Each endpoint that computes, and the /v1/evaluate member it needs.
-NEEDS = {"apply": "inputs", "vector_jacobian_product": "grad", "jacobian": "jacobian",
-         "jacobian_vector_product": "jvp"}
-
-
-def served_endpoints() -> list[str]:
-    return [e for e, member in NEEDS.items() if member in EvaluateRequest.model_fields]
+# The endpoints that compute, each one /v1/evaluate member (abstract_eval only plans).
+ENDPOINTS = ("apply", "vector_jacobian_product", "jacobian", "jacobian_vector_product")
 
 
 def _invalid(loc: tuple, msg: str, kind: str = "value_error") -> ApiError:
@@ -137,11 +131,8 @@ def _body() -> dict:
     return doc
 
 
-def _call(name: str, endpoint: str) -> tuple[dict, Model, dict]:
+def _call(name: str) -> tuple[dict, Model, dict]:
     """The body, the model and its inputs as request tensors; every input required."""
-    if endpoint not in served_endpoints():
-        raise ApiError(404, "not_found", f"{endpoint} needs PROTOCOL.md §8, which this "
-                       "server does not have")
     model, doc = find(name), _body()
     inputs = doc.get("inputs")
     if not isinstance(inputs, dict):
@@ -173,15 +164,15 @@ def tesseract_health(name: str):
 
 
 def tesseract_apply(name: str):
-    _, model, inputs = _call(name, "apply")
+    _, model, inputs = _call(name)
     answer = _run(model, {"inputs": inputs})
     return _answer({k: _values(t, model.dtype) for k, t in answer["outputs"].items()})
 
 
-def _product(name: str, endpoint: str, prefix: str, key: str, over: str):
+def _product(name: str, prefix: str, key: str, over: str):
     """A product call's model, inputs, `{prefix}_inputs`, `{prefix}_outputs` and its vectors
     `key`, one for each name of `{prefix}_{over}`."""
-    doc, model, inputs = _call(name, endpoint)
+    doc, model, inputs = _call(name)
     wrt = _names(doc, f"{prefix}_inputs", model.inputs)
     outs = _names(doc, f"{prefix}_outputs", model.outputs)
     vectors = doc.get(key)
@@ -192,8 +183,8 @@ def _product(name: str, endpoint: str, prefix: str, key: str, over: str):
 
 def tesseract_vector_jacobian_product(name: str):
     """Σ over vjp_outputs of cotangentᵀ · ∂output/∂input, for each of vjp_inputs."""
-    model, inputs, wrt, outs, seeds = _product(name, "vector_jacobian_product", "vjp",
-                                               "cotangent_vector", "outputs")
+    model, inputs, wrt, outs, seeds = _product(name, "vjp", "cotangent_vector",
+                                               "outputs")
     total = {k: np.zeros(model.inputs[k], model.dtype) for k in wrt}
     for of in outs:
         answer = _run(model, {"inputs": inputs, "outputs": [],
@@ -205,15 +196,15 @@ def tesseract_vector_jacobian_product(name: str):
 
 def tesseract_jacobian_vector_product(name: str):
     """∂output/∂inputs · tangents, for each of jvp_outputs."""
-    model, inputs, _, outs, tangents = _product(name, "jacobian_vector_product", "jvp",
-                                                "tangent_vector", "inputs")
+    model, inputs, _, outs, tangents = _product(name, "jvp", "tangent_vector",
+                                                "inputs")
     answer = _run(model, {"inputs": inputs, "outputs": [],
                           "jvp": {"tangents": tangents, "of": outs}})
     return _answer({k: _values(t, model.dtype) for k, t in answer["jvp"].items()})
 
 
 def tesseract_jacobian(name: str):
-    doc, model, inputs = _call(name, "jacobian")
+    doc, model, inputs = _call(name)
     wrt = _names(doc, "jac_inputs", model.inputs)
     outs = _names(doc, "jac_outputs", model.outputs)
     answer = _run(model, {"inputs": inputs, "outputs": [],
@@ -255,7 +246,7 @@ def tesseract_openapi(name: str):
     ref = "#/components/schemas/{}".format
     paths = {"/health": {"get": {"operationId": "health", "responses": {"200": {
         "description": "OK"}}}}}
-    for endpoint in [*served_endpoints(), "abstract_eval"]:
+    for endpoint in [*ENDPOINTS, "abstract_eval"]:
         paths[f"/{endpoint}"] = {"post": {"operationId": endpoint, "responses": {
             "200": {"description": "OK"}, "422": {"description": "Validation Error"}}}}
     inputs = _arrays_schema("Apply_InputSchema", model.inputs, model.dtype)

@@ -4,13 +4,12 @@ Each model input is one UM-Bridge input vector (the tensor flattened in C
 order) and each output one output vector. A call becomes the body of a model
 evaluate (service/models.py), whose answer is flattened back: Evaluate is the
 outputs, Gradient a `grad` (Jᵀ·sens), ApplyJacobian a `jvp` (J·vec),
-ApplyHessian an `hvp`. A feature is advertised in ModelInfo only when the
-request it becomes exists.
+ApplyHessian an `hvp`. Every model supports all four.
 
 UM-Bridge's own habits, kept so that its clients and conformity suite work:
 bodies are JSON whatever their Content-Type says; errors are
 `{"error": {"type", "message"}}` with 400 for the client's mistakes; checks
-run in its order (model, feature, inputs, outWrt, inWrt, then the vectors);
+run in its order (model, inputs, outWrt, inWrt, then the vectors);
 non-finite numbers are written as the bare tokens NaN, Infinity, -Infinity,
 which its Python clients parse, and read the same way.
 """
@@ -27,21 +26,15 @@ from flask import Response, current_app, request
 from .errors import ApiError
 from .models import Model, served
 from .openapi import Route
-from .schemas import EvaluateRequest
 
 PREFIX = "/umbridge/"
 VERSION = 1.0
 TYPES = {"InvalidInput", "InvalidOutput", "ModelNotFound", "UnsupportedFeature"}
-# The request member each derivative becomes: a feature is there when the member is.
-NEEDS = {"Evaluate": "inputs", "Gradient": "grad", "ApplyJacobian": "jvp",
-         "ApplyHessian": "hvp"}
+# Every derivative of every model is exact (PROTOCOL.md §8), so every feature is there.
+SUPPORT = {"Evaluate": True, "Gradient": True, "ApplyJacobian": True, "ApplyHessian": True}
 # Statuses other than the client's mistakes (400), with a type of their own.
 OTHER = {401: "Unauthorized", 404: "NotFound", 405: "MethodNotAllowed", 413: "InvalidInput",
          429: "Overloaded", 503: "NotReady", 504: "Timeout", 500: "InternalError"}
-
-
-def supports() -> dict[str, bool]:
-    return {feature: member in EvaluateRequest.model_fields for feature, member in NEEDS.items()}
 
 
 def invalid(message: str) -> ApiError:
@@ -102,17 +95,14 @@ def _int(text: str) -> int | float:
     return int(text) if len(text) < 19 else float(text)
 
 
-def _call(feature: str | None = None) -> tuple[dict, Model]:
-    """The body and its model, checked in UM-Bridge's order: the model, then the feature."""
+def _call() -> tuple[dict, Model]:
+    """The body and its model, checked in UM-Bridge's order: the model first."""
     doc = _body()
     name = doc.get("name")
     model = served().get(name) if isinstance(name, str) else None
     if model is None:
         raise ApiError(400, "ModelNotFound", f"model {name!r} not found; this server has "
                        f"{list(served())}")
-    if feature is not None and not supports()[feature]:
-        raise ApiError(400, "UnsupportedFeature", f"{feature} is not supported by model "
-                       f"{name!r}")
     return doc, model
 
 
@@ -167,7 +157,7 @@ def umbridge_info():
 
 def umbridge_model_info():
     _call()
-    return _json({"support": supports()})
+    return _json({"support": SUPPORT})
 
 
 def umbridge_input_sizes():
@@ -181,15 +171,15 @@ def umbridge_output_sizes():
 
 
 def umbridge_evaluate():
-    doc, model = _call("Evaluate")
+    doc, model = _call()
     answer = _run(model, {"inputs": _inputs(doc, model)})
     return _json({"output": [_flat(answer["outputs"][k]) for k in model.outputs]})
 
 
-def _derivative(feature: str, *wrt: str) -> tuple[dict, Model, dict, str, list[str]]:
+def _derivative(*wrt: str) -> tuple[dict, Model, dict, str, list[str]]:
     """A derivative call's body, model, inputs, output outWrt and the inputs named by `wrt`
     (inWrt, or inWrt1 and inWrt2), checked in that order."""
-    doc, model = _call(feature)
+    doc, model = _call()
     inputs = _inputs(doc, model)
     of = _index(doc, "outWrt", list(model.outputs))
     return doc, model, inputs, of, [_index(doc, key, list(model.inputs)) for key in wrt]
@@ -203,21 +193,21 @@ def _answer(model: Model, inputs: dict, part: str, key: str, **members) -> Respo
 
 def umbridge_gradient():
     """Jᵀ·sens: the gradient of sens · output outWrt with respect to input inWrt."""
-    doc, model, inputs, of, (wrt,) = _derivative("Gradient", "inWrt")
+    doc, model, inputs, of, (wrt,) = _derivative("inWrt")
     seed = _tensor(doc.get("sens"), model.outputs[of], "sens")
     return _answer(model, inputs, "gradients", wrt, grad={"of": of, "seed": seed, "wrt": [wrt]})
 
 
 def umbridge_apply_jacobian():
     """J·vec: the derivative of output outWrt along vec on input inWrt."""
-    doc, model, inputs, of, (wrt,) = _derivative("ApplyJacobian", "inWrt")
+    doc, model, inputs, of, (wrt,) = _derivative("inWrt")
     vec = _tensor(doc.get("vec"), model.inputs[wrt], "vec")
     return _answer(model, inputs, "jvp", of, jvp={"tangents": {wrt: vec}, "of": [of]})
 
 
 def umbridge_apply_hessian():
     """Σ_j ∂²(sens · output outWrt) / ∂inWrt1 ∂inWrt2_j · vec_j, sized like input inWrt1."""
-    doc, model, inputs, of, (wrt1, wrt2) = _derivative("ApplyHessian", "inWrt1", "inWrt2")
+    doc, model, inputs, of, (wrt1, wrt2) = _derivative("inWrt1", "inWrt2")
     seed = _tensor(doc.get("sens"), model.outputs[of], "sens")
     vec = _tensor(doc.get("vec"), model.inputs[wrt2], "vec")
     return _answer(model, inputs, "hvp", wrt1, hvp={"of": of, "seed": seed, "wrt": [wrt1],

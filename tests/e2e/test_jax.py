@@ -10,11 +10,9 @@ import pytest
 from tesseract_core import Tesseract
 from tesseract_jax import apply_tesseract
 
-from service.schemas import EvaluateRequest
 from tests.conftest import Server
 from tests.service.test_models import EXAMPLES, banana
 
-HAS_DERIVATIVES = "jvp" in EvaluateRequest.model_fields  # PROTOCOL.md §8 in this build
 THETA = np.array([0.4, 0.9])
 
 
@@ -40,7 +38,6 @@ def test_reverse_mode_is_the_gradient(logp, transform):
                                rtol=1e-12)
 
 
-@pytest.mark.skipif(not HAS_DERIVATIVES, reason="PROTOCOL.md §8 is not in this build")
 def test_forward_mode_jvp_and_jacfwd(logp):
     v = jnp.array([0.3, -1.1])
     _, tangent = jax.jvp(logp, (jnp.asarray(THETA),), (v,))

@@ -9,12 +9,9 @@ import numpy as np
 import pytest
 
 from client import Client, GradserveError, Model
-from service.schemas import EvaluateRequest
 from tests.conftest import Server
 from tests.e2e.test_umbridge import numeric_jacobian
 from tests.service.test_models import banana, examples_and_affine, gauss
-
-HAS_DERIVATIVES = "jvp" in EvaluateRequest.model_fields  # PROTOCOL.md §8 in this build
 
 
 @pytest.fixture(scope="module")
@@ -93,7 +90,6 @@ def test_refusals_raise_the_servers_code(remote, call, status, code):
     assert (e.value.status, e.value.code) == (status, code)
 
 
-@pytest.mark.skipif(not HAS_DERIVATIVES, reason="PROTOCOL.md §8 is not in this build")
 def test_jvp_hvp_and_jacobian_match_finite_differences(remote):
     m = remote.model("banana")
     theta, v = np.array([0.4, 0.9]), np.array([0.3, -1.1])

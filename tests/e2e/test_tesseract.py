@@ -13,12 +13,10 @@ import pytest
 import requests
 from tesseract_core import Tesseract
 
-from service.schemas import EvaluateRequest
 from tests.conftest import Server
 from tests.e2e.test_umbridge import numeric_jacobian
 from tests.service.test_models import examples_and_affine
 
-HAS_DERIVATIVES = "jvp" in EvaluateRequest.model_fields  # PROTOCOL.md §8 in this build
 TIMEOUT = 30
 rng = np.random.default_rng(7)
 POINT = {"A": rng.normal(size=(2, 3)), "x": rng.normal(size=3)}
@@ -37,10 +35,9 @@ def affine(server):
 
 def test_health_and_the_endpoints_the_client_reads(affine):
     assert affine.health() == {"status": "ok"}
-    want = {"health", "apply", "vector_jacobian_product", "abstract_eval"}
-    if HAS_DERIVATIVES:
-        want |= {"jacobian", "jacobian_vector_product"}
-    assert set(affine.available_endpoints) == want
+    assert set(affine.available_endpoints) == {"health", "apply", "vector_jacobian_product",
+                                               "jacobian", "jacobian_vector_product",
+                                               "abstract_eval"}
 
 
 def test_the_document_has_the_schemas_the_clients_read(affine):
@@ -77,7 +74,6 @@ def test_vjp_is_the_sum_of_cotangent_transpose_jacobian(affine, outputs):
         np.testing.assert_allclose(got[name].reshape(-1), want, rtol=1e-6, atol=1e-8)
 
 
-@pytest.mark.skipif(not HAS_DERIVATIVES, reason="PROTOCOL.md §8 is not in this build")
 def test_jvp_and_jacobian_match_finite_differences(affine):
     t = {"x": np.array([0.2, -0.4, 1.0])}
     got = affine.jacobian_vector_product(POINT, ["x"], ["y"], t)

@@ -17,17 +17,14 @@ import pytest
 import requests
 import umbridge
 
-from service.schemas import EvaluateRequest
 from tests.conftest import Server
 from tests.e2e.test_examples import run
 from tests.service.test_models import examples_and_affine, write
 
 ROOT = Path(__file__).resolve().parents[2]
 TIMEOUT = 30
-# A feature is advertised when the request member it becomes exists (PROTOCOL.md §8).
-SUPPORTS = {"Evaluate": True, "Gradient": True,
-            "ApplyJacobian": "jvp" in EvaluateRequest.model_fields,
-            "ApplyHessian": "hvp" in EvaluateRequest.model_fields}
+# Every model supports every feature (PROTOCOL.md §8 gives every derivative).
+SUPPORTS = {"Evaluate": True, "Gradient": True, "ApplyJacobian": True, "ApplyHessian": True}
 ERROR_BODY = {"type": "object", "required": ["error"], "additionalProperties": False}
 
 
@@ -113,8 +110,6 @@ def test_evaluate_values_are_the_models(um):
 @pytest.mark.parametrize("name", MODELS)
 @pytest.mark.parametrize("endpoint", ["Evaluate", "Gradient", "ApplyJacobian", "ApplyHessian"])
 def test_input_vectors_one_too_long_are_invalid_input_400(um, name, endpoint):
-    if not SUPPORTS[endpoint]:
-        pytest.skip(f"{endpoint} is not advertised (PROTOCOL.md §8 is not in this build)")
     ins, outs = sizes(um, name)
     body = {"name": name, "input": [[0.0] * (n + 1) for n in ins], "outWrt": 0, "inWrt": 0,
             "inWrt1": 0, "inWrt2": 0, "sens": [0.0] * outs[0], "vec": [0.0] * ins[0]}
@@ -152,9 +147,6 @@ def test_checks_run_in_umbridges_order(um):
                             "InvalidInput")
     assert "sens" in error(post(um, "Gradient", {**ok_inputs, "outWrt": 1, "inWrt": 1}), 400,
                            "InvalidInput")
-    if not SUPPORTS["ApplyHessian"]:  # the feature is checked before the inputs
-        error(post(um, "ApplyHessian", {"name": "gauss", "input": "junk"}), 400,
-              "UnsupportedFeature")
 
 
 @pytest.mark.parametrize("body", [b"", b"{", b"[1, 2]", b"null", b'"name"'],
@@ -196,8 +188,7 @@ def affine(um):
 def test_the_client_reads_sizes_and_support(affine):
     assert affine.get_input_sizes() == [6, 3] and affine.get_output_sizes() == [2, 1]
     assert affine.supports_evaluate() and affine.supports_gradient()
-    assert affine.supports_apply_jacobian() == SUPPORTS["ApplyJacobian"]
-    assert affine.supports_apply_hessian() == SUPPORTS["ApplyHessian"]
+    assert affine.supports_apply_jacobian() and affine.supports_apply_hessian()
 
 
 POINT = [[0.3, -1.2, 0.5, 2.0, 0.1, -0.7], [1.5, -0.5, 0.25]]
@@ -222,8 +213,6 @@ def test_gradient_is_jacobian_transpose_times_sens(affine, out_wrt, in_wrt):
 
 @pytest.mark.parametrize("out_wrt, in_wrt", [(0, 0), (0, 1), (1, 1)])
 def test_apply_jacobian_is_jacobian_times_vec(affine, out_wrt, in_wrt):
-    if not SUPPORTS["ApplyJacobian"]:
-        pytest.skip("ApplyJacobian is not advertised (PROTOCOL.md §8 is not in this build)")
     vec = np.linspace(-1, 1, affine.get_input_sizes()[in_wrt]).tolist()
     got = affine.apply_jacobian(out_wrt, in_wrt, POINT, vec)
     J = numeric_jacobian(lambda x: outputs(affine, with_input(POINT, in_wrt, x))[out_wrt],
@@ -233,8 +222,6 @@ def test_apply_jacobian_is_jacobian_times_vec(affine, out_wrt, in_wrt):
 
 @pytest.mark.parametrize("in_wrt1, in_wrt2", [(0, 0), (1, 1), (0, 1), (1, 0)])
 def test_apply_hessian_is_a_block_of_the_hessian_times_vec(affine, in_wrt1, in_wrt2):
-    if not SUPPORTS["ApplyHessian"]:
-        pytest.skip("ApplyHessian is not advertised (PROTOCOL.md §8 is not in this build)")
     sens = [0.7, -1.3]
     vec = np.linspace(-1, 1, affine.get_input_sizes()[in_wrt2]).tolist()
     got = affine.apply_hessian(0, in_wrt1, in_wrt2, POINT, sens, vec)

@@ -192,8 +192,7 @@ def _rewrite(ex: Plan, batched_inputs: set[str], b: int, targets: set[str],
 
     def broadcast(name: str) -> None:
         new = fresh(name)
-        nodes.append({"id": new, "op": "broadcast_to", "args": [name],
-                      "attrs": {"shape": [b, *ex.tensors[name].shape]}})
+        nodes.append(_node(new, "broadcast_to", [name], {"shape": [b, *ex.tensors[name].shape]}))
         batched.add(new)
         ref[name] = new
 
@@ -205,11 +204,7 @@ def _rewrite(ex: Plan, batched_inputs: set[str], b: int, targets: set[str],
                 for a in s.args]
         flags = [isinstance(a, str) and a in batched for a in args]
         if not any(flags):
-            node = {"id": s.id, "op": s.op.name, "args": args}
-            attrs = _given_attrs(ex, s)
-            if attrs:
-                node["attrs"] = attrs
-            nodes.append(node)
+            nodes.append(_node(s.id, s.op.name, args, ex.node_attrs(s)))
         else:
             nodes += _batched_step(ex, s, args, flags, b, fresh)
             batched.add(s.id)
@@ -221,9 +216,13 @@ def _rewrite(ex: Plan, batched_inputs: set[str], b: int, targets: set[str],
     return nodes, ref
 
 
-def _given_attrs(ex: Plan, s) -> dict:
-    """The node's attributes as the request gave them (bound ones may not re-check)."""
-    return ex.node_attrs(s)
+def _node(nid: str, op: str, args: list, attrs: dict) -> dict:
+    """A node of the batched graph; attributes as a request writes them (lists, not tuples;
+    the request's own, where unchanged: bound ones may not check again)."""
+    node = {"id": nid, "op": op, "args": args}
+    if attrs:
+        node["attrs"] = {k: list(v) if isinstance(v, tuple) else v for k, v in attrs.items()}
+    return node
 
 
 def _batched_step(ex: Plan, s, args: list, flags: list[bool], b: int, fresh) -> list[dict]:
@@ -240,31 +239,20 @@ def _batched_step(ex: Plan, s, args: list, flags: list[bool], b: int, fresh) -> 
         for a, batched, shape in zip(args, flags, in_shapes, strict=True):
             if batched and len(shape) < len(out):
                 new = fresh(s.id)
-                nodes.append({"id": new, "op": "reshape", "args": [a],
-                              "attrs": {"shape": [b, *(1,) * (len(out) - len(shape)), *shape]}})
+                nodes.append(_node(new, "reshape", [a],
+                                   {"shape": [b, *(1,) * (len(out) - len(shape)), *shape]}))
                 a = new
             padded.append(a)
-        node = {"id": s.id, "op": op.name, "args": padded}
-        attrs = ex.node_attrs(s)
-        if attrs:
-            node["attrs"] = attrs
-        return [*nodes, node]
+        return [*nodes, _node(s.id, op.name, padded, ex.node_attrs(s))]
     made = rule(s.attrs, in_shapes, out, b)
     if isinstance(made, dict):
-        return [{"id": s.id, "op": op.name, "args": args, "attrs": _json(made)}]
+        return [_node(s.id, op.name, args, made)]
     ids = []
     for k, (name, step_args, attrs) in enumerate(made):
         nid = s.id if k == len(made) - 1 else fresh(s.id)
         ids.append(nid)
         real = [ids[a[1]] if isinstance(a, tuple) else args[a] for a in step_args]
-        node = {"id": nid, "op": name, "args": real}
-        if attrs:
-            node["attrs"] = _json(attrs)
         if name not in OPS:  # a rule may only compose registry ops
             raise AutogradError(f"internal: batching rule of {op.name} names {name!r}")
-        nodes.append(node)
+        nodes.append(_node(nid, name, real, attrs))
     return nodes
-
-
-def _json(attrs: dict) -> dict:
-    return {k: list(v) if isinstance(v, tuple) else v for k, v in attrs.items()}

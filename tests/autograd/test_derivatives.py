@@ -26,8 +26,10 @@ from .test_ops import CASES, SETTINGS
 EPS = 1e-6
 
 
-def op_graph(name: str, args, attrs) -> tuple[list[dict], dict[str, np.ndarray], tuple]:
-    """a_i -> b_i = a_i * 1.0 (an intermediate) -> y = op(b...) -> f = sum(v * y)."""
+def op_graph(name: str, data) -> tuple[list[dict], dict[str, np.ndarray], tuple]:
+    """Operands drawn from the op's table row, then the graph
+    a_i -> b_i = a_i * 1.0 (an intermediate) -> y = op(b...) -> f = sum(v * y)."""
+    args, attrs = data.draw(CASES[name].args)
     ids = [f"a{i}" for i in range(len(args))]
     nodes = [{"id": f"b{i}", "op": "mul", "args": [a, 1.0]} for i, a in enumerate(ids)]
     nodes.append({"id": "y", "op": name, "args": [f"b{i}" for i in range(len(args))],
@@ -39,9 +41,13 @@ def op_graph(name: str, args, attrs) -> tuple[list[dict], dict[str, np.ndarray],
     return nodes, inputs, shape
 
 
+def params(inputs) -> list[str]:
+    """The op's operands (a0, a1, ...), not the cotangent v."""
+    return [k for k in inputs if k.startswith("a")]
+
+
 def run(nodes, inputs, **kw):
-    params = [k for k in inputs if k.startswith("a")]
-    return autograd.evaluate(nodes, inputs, requires_grad=params, dtype="float64", **kw)
+    return autograd.evaluate(nodes, inputs, requires_grad=params(inputs), dtype="float64", **kw)
 
 
 def shifted(inputs, tangents, eps):
@@ -51,16 +57,14 @@ def shifted(inputs, tangents, eps):
 def directions(inputs, seed=2, k=None):
     rng = np.random.default_rng(seed)
     lead = () if k is None else (k,)
-    return {n: rng.standard_normal(lead + np.shape(a)) for n, a in inputs.items()
-            if n.startswith("a")}
+    return {n: rng.standard_normal(lead + np.shape(inputs[n])) for n in params(inputs)}
 
 
 @pytest.mark.parametrize("name", sorted(CASES))
 @SETTINGS
 @given(data=st.data())
 def test_jvp_and_hvp_match_central_differences(name, data):
-    args, attrs = data.draw(CASES[name].args)
-    nodes, inputs, _ = op_graph(name, args, attrs)
+    nodes, inputs, _ = op_graph(name, data)
     t = directions(inputs)
     r = run(nodes, inputs, outputs=["y"], grad={"of": "f"},
             jvp={"of": ["y", "f"], "tangents": t}, hvp={"of": "f", "tangents": t})
@@ -86,8 +90,7 @@ def test_jvp_and_hvp_match_central_differences(name, data):
 @SETTINGS
 @given(data=st.data())
 def test_batched_directions_equal_one_at_a_time(name, data):
-    args, attrs = data.draw(CASES[name].args)
-    nodes, inputs, shape = op_graph(name, args, attrs)
+    nodes, inputs, shape = op_graph(name, data)
     k = 3
     seeds = np.random.default_rng(5).standard_normal((k, *shape))
     tangents = directions(inputs, k=k)
@@ -120,9 +123,8 @@ def numerical_jacobian(nodes, inputs, y, x):
 @SETTINGS
 @given(data=st.data())
 def test_jacobians_in_both_modes(name, data):
-    args, attrs = data.draw(CASES[name].args)
-    nodes, inputs, _ = op_graph(name, args, attrs)
-    ids = [n for n in inputs if n.startswith("a")]
+    nodes, inputs, _ = op_graph(name, data)
+    ids = params(inputs)
     r = run(nodes, inputs, jacobian={"of": ["y", "f"], "wrt": ids})
     for x in ids:
         for y in ("y", "f"):

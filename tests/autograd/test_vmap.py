@@ -12,15 +12,14 @@ from hypothesis import strategies as st
 import autograd
 from autograd import AutogradError, Leaf, LimitExceeded, ShapeMismatch, UnknownId
 
-from .test_derivatives import op_graph
+from .test_derivatives import op_graph, params
 from .test_ops import CASES, SETTINGS
 
 B = 3
 
 
 def run(nodes, inputs, **kw):
-    params = [k for k in inputs if k.startswith("a")]
-    return autograd.evaluate(nodes, inputs, requires_grad=params, dtype="float64",
+    return autograd.evaluate(nodes, inputs, requires_grad=params(inputs), dtype="float64",
                              outputs=["y", "f"], **kw)
 
 
@@ -28,7 +27,7 @@ def derivatives(inputs, tangents, jacobian=True):
     kw = {"grad": {"of": "f"}, "jvp": {"of": ["y", "f"], "tangents": tangents},
           "hvp": {"of": "f", "tangents": tangents}}
     if jacobian:
-        kw["jacobian"] = {"of": ["y"], "wrt": [k for k in inputs if k.startswith("a")]}
+        kw["jacobian"] = {"of": ["y"], "wrt": params(inputs)}
     return kw
 
 
@@ -36,14 +35,12 @@ def derivatives(inputs, tangents, jacobian=True):
 @SETTINGS
 @given(data=st.data())
 def test_slice_of_a_batch_is_the_run_of_the_slice(name, data):
-    args, attrs = data.draw(CASES[name].args)
-    nodes, inputs, _ = op_graph(name, args, attrs)
-    mapped = data.draw(st.sets(st.sampled_from([k for k in inputs if k.startswith("a")]),
-                               min_size=1))
+    nodes, inputs, _ = op_graph(name, data)
+    mapped = data.draw(st.sets(st.sampled_from(params(inputs)), min_size=1))
     rng = np.random.default_rng(9)
     batch = {k: (np.stack([a + 0.01 * i for i in range(B)]) if k in mapped else a)
              for k, a in inputs.items()}
-    tangents = {k: rng.standard_normal(batch[k].shape) for k in inputs if k.startswith("a")}
+    tangents = {k: rng.standard_normal(batch[k].shape) for k in params(inputs)}
     r = run(nodes, batch, vmap=sorted(mapped), **derivatives(inputs, tangents))
     for i in range(B):
         one = {k: a[i] if k in mapped else a for k, a in batch.items()}

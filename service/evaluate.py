@@ -8,6 +8,7 @@ response. /v1/shapes stops there and says what evaluate would return.
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable
 
@@ -96,8 +97,10 @@ class Tensors:
             "seed": None if h.seed is None else read(h.seed, ("hvp", "seed")),
             "tangents": {n: read(t, ("hvp", "tangents", n)) for n, t in h.tangents.items()}}
 
+    @functools.cached_property
     def plan_args(self) -> dict:
-        """Plan's keyword arguments: ids, flags and shapes, never values."""
+        """Plan's keyword arguments: ids, flags and shapes, never values (once: the cache key
+        and a plan built on a miss both read them)."""
         req, shape = self.req, np.shape
         args = {"outputs": req.outputs, "dtype": req.dtype}
         if req.grad is not None:
@@ -117,13 +120,14 @@ class Tensors:
             args["vmap"] = req.vmap.inputs
         return args
 
+    @functools.cached_property
     def leaves(self) -> dict[str, Leaf]:
         return {name: Leaf(np.shape(a), self.req.inputs[name].requires_grad)
                 for name, a in self.inputs.items()}
 
     def plan(self, settings: Settings) -> Plan:
         try:
-            return plan(self.nodes, self.leaves(), limits=limits(settings), **self.plan_args())
+            return plan(self.nodes, self.leaves, limits=limits(settings), **self.plan_args)
         except AutogradError as e:  # a fault in an expanded node is the expression's
             raise self.nodes.locate(e) from None
 
@@ -142,7 +146,7 @@ def evaluate(req: EvaluateRequest, settings: Settings, plans: PlanCache,
     tensors = Tensors(req, read, settings.max_nodes)
     # everything a plan depends on; the nodes as their JSON (2 and 2.0 differ there too)
     nodes = orjson.dumps(tensors.nodes)  # nesting is bounded in schemas.py, under orjson's 254
-    key = (nodes, tuple(tensors.leaves().items()), _frozen(tensors.plan_args()))
+    key = (nodes, tuple(tensors.leaves.items()), _frozen(tensors.plan_args))
     planned = plans.get(key, lambda: tensors.plan(settings), len(nodes))
     _check_deadline(deadline)
     _check_response_size(planned, dtype, req.encoding, settings.max_response_bytes)

@@ -60,7 +60,6 @@ workers = _settings.workers
 # one thread. Its event loop reads requests whole first, so slow or idle clients hold no
 # worker, and keeps connections alive between requests (service/worker.py).
 worker_class = "service.worker.Worker"
-threads = 1
 preload_app = True
 backlog = 2048
 # A worker silent for this long is killed: the deadline plus time to answer 504.

@@ -1,18 +1,19 @@
-"""gunicorn's worker for gradserve: requests are read in full by an event loop, then computed
-one at a time by the worker's single thread, and connections are kept alive (HTTP/1.1).
+"""gunicorn's worker for gradserve: one thread, whose event loop reads each request in full,
+then computes the whole ones one at a time; connections are kept alive (HTTP/1.1).
 
-    worker_class = "service.worker.Worker"; threads = 1   (service/gunicorn.conf.py)
+    worker_class = "service.worker.Worker"   (service/gunicorn.conf.py)
 
 A sync worker reads each request in the one thread that also computes, with no read timeout:
 two silent sockets stall a 2-worker server, a trickling body stalls it until SIGKILL. gthread
-with one thread hands a new connection to that thread before a byte has arrived (and waits
-5 s for one there). Here the worker's main loop (gthread's poller) reads every request until
-it is complete, and only then gives it to the thread, which parses it from memory and never
-waits on a client. A request must arrive in full within request_timeout_s of its first byte
-(else 408); a connection with no request started is closed after `keepalive` seconds.
+hands each request to a thread pool and back: a queue, a pipe and four epoll changes per
+request, about half of what a small request costs. Here the loop reads every connection until
+its request is complete (framing below) and only then computes it, parsing from memory, so
+the computation never waits on a client. A request must arrive in full within
+request_timeout_s of its first byte (else 408); a connection with no request started is
+closed after `keepalive` seconds. The response is written in one send.
 
-A worker stops accepting while its thread has work, so that new connections queue in the
-kernel for an idle sibling, and service/shedding.py still reads the load from that queue.
+A worker with requests ready does not accept, so that new connections queue in the kernel for
+an idle sibling, and service/shedding.py reads the load from that queue.
 
 Errors gunicorn answers itself (a malformed or oversized request head) are written as the
 API's problem+json (service/errors.py), not gunicorn's HTML.
@@ -21,15 +22,22 @@ API's problem+json (service/errors.py), not gunicorn's HTML.
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
+import os
 import re
+import selectors
 import socket
 import time
+from collections import deque
+from datetime import datetime
 from functools import partial
 
 import orjson
+from gunicorn import http
 from gunicorn.http import errors as http_errors
-from gunicorn.workers.gthread import ThreadWorker
+from gunicorn.http import wsgi
+from gunicorn.workers import base
 
 from .config import Settings
 from .errors import CODES, PROBLEM, title
@@ -38,6 +46,8 @@ log = logging.getLogger("gunicorn.error")
 
 RECV = 256 * 1024
 LINGER_S = 2.0  # after a refusal, how long a connection's unread bytes are drained
+ACCEPT_BACKOFF_S = 0.0005  # per connection held, before accepting another (Worker._accept)
+ACCEPT_STALE_S = 0.05  # a wait that ended this long ago was for a connection a sibling took
 _HEX = re.compile(rb"[0-9A-Fa-f]{1,16}")
 
 
@@ -138,26 +148,85 @@ def _too_large(what: str, limit: int) -> tuple[int, str, str]:
 
 
 class _Memory:
-    """The parser's byte source once a request has been read: the buffer, then end of file.
-    Chunks of at most 1 MiB, as gunicorn reads a socket."""
+    """The parser's byte source once a request has been read: the buffer in chunks of at most
+    1 MiB (as gunicorn reads a socket), then end of file; `rest` is what it did not take."""
+
+    CHUNK = 2**20
 
     def __init__(self, data: bytearray):
         self.view, self.at = memoryview(data), 0
 
-    def chunk(self, size_hint=None) -> bytes:
-        size = max(8192, min(size_hint or 0, 2**20))
-        out = bytes(self.view[self.at:self.at + size])
+    def __iter__(self):
+        return self
+
+    def __next__(self) -> bytes:
+        if self.at >= len(self.view):
+            raise StopIteration
+        out = bytes(self.view[self.at:self.at + self.CHUNK])
         self.at += len(out)
         return out
-
-    @staticmethod
-    def empty(size_hint=None) -> bytes:
-        return b""
 
     def rest(self) -> bytes:
         out = bytes(self.view[self.at:])
-        self.at += len(out)
+        self.at = len(self.view)
         return out
+
+
+class _Out:
+    """A response's bytes, written to the client in one send when the response is complete.
+    gunicorn's Response writes the head and each body part on their own: two system calls and
+    two TCP segments for a small answer. Parts of FLUSH bytes or more are written at once."""
+
+    FLUSH = 256 * 1024
+
+    def __init__(self, sock, timeout: float):
+        self.sock, self.timeout = sock, timeout
+        self.parts: list[bytes] = []
+        self.size = 0
+
+    def sendall(self, data) -> None:
+        if len(data) >= self.FLUSH:
+            self.flush()
+            _write(self.sock, data, self.timeout)
+            return
+        self.parts.append(bytes(data))
+        self.size += len(data)
+        if self.size >= self.FLUSH:
+            self.flush()
+
+    def send(self, data) -> int:
+        self.sendall(data)
+        return len(data)
+
+    def sendfile(self, file, offset: int = 0, count: int | None = None) -> int:
+        self.flush()
+        self.sock.settimeout(self.timeout)
+        try:
+            return self.sock.sendfile(file, offset, count)
+        finally:
+            self.sock.setblocking(False)
+
+    def flush(self) -> None:
+        if self.parts:
+            data = self.parts[0] if len(self.parts) == 1 else b"".join(self.parts)
+            self.parts.clear()
+            self.size = 0
+            _write(self.sock, data, self.timeout)
+
+
+def _write(sock, data, timeout: float) -> None:
+    """All of `data` on a non-blocking socket: one send when the socket's buffer takes it
+    (nearly always), else blocking for at most `timeout` seconds on a slow reader."""
+    try:
+        sent = sock.send(data)
+    except (BlockingIOError, InterruptedError):
+        sent = 0
+    if sent < len(data):
+        sock.settimeout(timeout)
+        try:
+            sock.sendall(memoryview(data)[sent:])
+        finally:
+            sock.setblocking(False)
 
 
 def _recv(sock) -> bytes | None:
@@ -196,8 +265,22 @@ def parse_error(exc: Exception) -> tuple[int, str, str] | None:
 
 # ---- the worker --------------------------------------------------------------------------
 
-class Worker(ThreadWorker):
-    """gthread's event loop reads each request whole before its one thread computes it."""
+class Conn:
+    """A client connection: its socket, and the request being read on it."""
+
+    __slots__ = ("sock", "addr", "server", "incoming", "started", "sent_continue")
+
+    def __init__(self, sock, addr, server):
+        self.sock, self.addr, self.server = sock, addr, server
+        self.incoming: Incoming | None = None
+        self.started: float | None = None  # when the request's first byte came
+        self.sent_continue = False
+
+
+class Worker(base.Worker):
+    """One thread: its event loop reads requests until they are whole, then computes the ready
+    ones one at a time. A worker with requests ready does not accept, so that new connections
+    wait in the kernel for an idle sibling (service/shedding.py reads that queue)."""
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -209,146 +292,133 @@ class Worker(ThreadWorker):
         # the longest head the parser would read before refusing it
         self.max_head = (cfg.limit_request_line + 2
                          + cfg.limit_request_fields * (cfg.limit_request_field_size + 2) + 4)
-        self.reading: dict = {}  # conn -> deadline (idle: keepalive; started: request timeout)
-        self.lingering: dict = {}  # conn -> deadline: refused, its unread bytes drained
+        self.poller = None
+        self.listening = False
+        self.siblings = cfg.workers > 1
+        self.accept_at: float | None = None  # a waiting connection is taken then (_accept)
+        self.nr_conns = 0
+        self.reading: dict[Conn, float] = {}  # deadline: keepalive if idle, else request's
+        self.lingering: dict[Conn, float] = {}  # refused, its unread bytes drained until then
+        self.ready: deque[Conn] = deque()  # whole requests, in arrival order
         self.buffered = 0
-        self.busy = 0  # requests handed to the thread and not finished
+        self.next_check = 0.0
 
-    # -- accepting only while idle
+    @classmethod
+    def check_config(cls, cfg, log):
+        if cfg.is_ssl:  # reading happens on raw sockets; TLS ends at the proxy (deploy/)
+            raise RuntimeError("gradserve's worker serves plain HTTP: end TLS at a proxy")
 
-    def set_accept_enabled(self, enabled):
-        super().set_accept_enabled(enabled and not self.busy)
+    # -- the loop
 
-    def _accept_again(self):
-        self.set_accept_enabled(self.alive and self.nr_conns < self.worker_connections)
+    def init_process(self):
+        self.poller = selectors.DefaultSelector()
+        super().init_process()
 
-    # -- reading (main thread)
-
-    def enqueue_req(self, conn):
-        """Every way in (a new connection, a kept-alive one readable again, bytes left after a
-        request) starts reading the next request here instead of handing it to the thread."""
-        conn.incoming = Incoming(self.max_body, self.max_head)
-        conn.sent_continue = False
-        conn.started = None  # when the request's first byte came
-        leftover = conn.parser.unreader.take_buffered() if conn.parser is not None else b""
-        conn.sock.setblocking(False)
-        if leftover and self._feed(conn, leftover):
-            return
-        self.reading[conn] = self._deadline(conn)
-        self.poller.register(conn.sock, 1, partial(self._readable, conn))
-
-    def _deadline(self, conn) -> float:
-        if conn.started is None:
-            return time.monotonic() + (self.cfg.keepalive or 2)
-        return conn.started + self.request_timeout
-
-    def _readable(self, conn, _sock):
-        data = _recv(conn.sock)
-        if data is None:
-            return
-        if not data:  # the client went away
-            self._stop_reading(conn)
-            self.buffered -= len(conn.incoming.buf)
+    def run(self):
+        self.listeners = {s.sock: s.sock.getsockname() for s in self.sockets}
+        for sock in self.listeners:
+            sock.setblocking(False)
+        self.poller.register(self.PIPE[0], selectors.EVENT_READ, self._woken)  # signals
+        self._listen()
+        while self.alive:
+            self._turn()
+            if not self.is_parent_alive():
+                break
+        self._listen()
+        # Stopping: idle connections close now; requests that started are finished.
+        end = time.monotonic() + self.cfg.graceful_timeout
+        self._check(time.monotonic())
+        while (self.ready or self.reading or self.lingering) and time.monotonic() < end:
+            self._turn()
+        for conn in [*self.reading, *self.lingering, *self.ready]:
             self._close(conn)
-            return
-        first = conn.started is None
-        if not self._feed(conn, data) and first:  # the request's timeout runs from now
-            self.reading[conn] = self._deadline(conn)
+        self.poller.close()
 
-    def _feed(self, conn, data: bytes) -> bool:
-        """Add bytes; True once the connection has left the reading state."""
-        incoming = conn.incoming
-        if conn.started is None:
-            conn.started = time.monotonic()
-        self.buffered += len(data)
-        if self.buffered > self.max_buffered:
-            self.buffered -= len(incoming.buf) + len(data)
-            self._refuse(conn, 429, "overloaded", "this worker holds too many request bytes "
-                         "being uploaded; retry after Retry-After seconds")
-            return True
-        ready = incoming.feed(data)
-        if incoming.refusal:
-            self.buffered -= len(incoming.buf)
-            self._refuse(conn, *incoming.refusal)
-            return True
-        if ready:
-            self.buffered -= len(incoming.buf)
-            self._dispatch(conn)
-            return True
-        if incoming.expects_continue and not conn.sent_continue:
-            conn.sent_continue = True  # the client waits for it before sending the body
-            self._send(conn, b"HTTP/1.1 100 Continue\r\n\r\n")
-        return False
-
-    def _dispatch(self, conn):
-        self._stop_reading(conn)
-        conn.data_ready = True  # gthread must not wait for more bytes in the thread
-        self.busy += 1
-        self.set_accept_enabled(False)
-        super().enqueue_req(conn)
-
-    def finish_request(self, conn, fs):
-        self.busy -= 1
-        source = getattr(conn, "source", None)
-        if source is not None:  # bytes read past the request (pipelined): the parser's, first
-            rest = conn.parser.unreader.take_buffered() + source.rest()
-            if rest:
-                conn.parser.unreader.unread(rest)
-            # an idle kept-alive connection must not hold its last (perhaps 256 MB) request
-            conn.source = None
-            conn.parser.unreader.chunk = _Memory.empty
-        super().finish_request(conn, fs)
-        self._accept_again()
-
-    def _stop_reading(self, conn):
-        self.reading.pop(conn, None)
-        self._unregister(conn)
-
-    def _unregister(self, conn):
-        with contextlib.suppress(KeyError, ValueError, OSError):  # not registered, or closed
-            self.poller.unregister(conn.sock)
-
-    def _send(self, conn, data: bytes) -> None:
-        with contextlib.suppress(OSError):  # the client is gone: nothing to tell it
-            conn.sock.send(data)  # small: fits the socket's buffer
-
-    def _refuse(self, conn, status: int, code: str, detail: str):
-        """Answer from here and close, draining what the client still sends for a while, so
-        that it reads the answer instead of a reset."""
-        self._stop_reading(conn)
-        self._send(conn, problem_bytes(status, code, detail))
-        try:
-            conn.sock.shutdown(socket.SHUT_WR)
-        except OSError:
-            self._close(conn)
-            return
-        self.lingering[conn] = time.monotonic() + LINGER_S
-        self.poller.register(conn.sock, 1, partial(self._drain, conn))
-
-    def _drain(self, conn, _sock):
-        if _recv(conn.sock) == b"":
-            self._unlinger(conn)
-
-    def _unlinger(self, conn):
-        self.lingering.pop(conn, None)
-        self._unregister(conn)
-        self._close(conn)
-
-    def _close(self, conn):
-        self.nr_conns -= 1
-        conn.close()
-        self._accept_again()
-
-    def murder_pending(self):
-        """Also: close connections idle past keepalive, answer 408 to requests that took
-        longer than request_timeout_s to arrive, end lingering. Runs about once a second."""
-        super().murder_pending()
+    def _turn(self):
+        """Wait for sockets (not at all with requests ready), read what came, compute one."""
         now = time.monotonic()
+        if now >= self.next_check:
+            self.notify()
+            self._check(now)
+            self.next_check = now + 0.5
+        timeout = 0 if self.ready else 0.5
+        if not self.listening and self.accept_at is not None:
+            if now >= self.accept_at:
+                self._listen()
+            else:
+                timeout = min(timeout, self.accept_at - now)
+        try:
+            events = self.poller.select(timeout)
+        except InterruptedError:
+            events = ()
+        for key, _ in events:
+            key.data(key.fileobj)
+        if self.ready:
+            self._compute(self.ready.popleft())
+
+    def is_parent_alive(self) -> bool:
+        if self.ppid != os.getppid():
+            log.info("Parent changed, shutting down: %s", self)
+            return False
+        return True
+
+    def _woken(self, fd):
+        with contextlib.suppress(OSError):
+            os.read(fd, 4096)
+
+    def _listen(self):
+        """Register the listening sockets or not, as accepting is allowed now or not."""
+        on = (self.alive and self.nr_conns < self.cfg.worker_connections
+              and (self.accept_at is None or time.monotonic() >= self.accept_at))
+        if on == self.listening:
+            return
+        for sock in self.listeners:
+            if on:
+                self.poller.register(sock, selectors.EVENT_READ, self._accept)
+            else:
+                self.poller.unregister(sock)
+        self.listening = on
+
+    def _accept(self, listener):
+        """Take one waiting connection, after leaving it to the siblings for a while if this
+        worker has work or holds connections (_backoff): a kept-alive connection stays with
+        the worker that took it, and without this a client opening 8 at once could have all 8
+        served by one worker while the other idles."""
+        now = time.monotonic()
+        if self.accept_at is None or now - self.accept_at > ACCEPT_STALE_S:
+            wait = self._backoff()
+            if wait:
+                self.accept_at = now + wait
+                self._listen()  # off until then
+                return
+        self.accept_at = None
+        try:
+            sock, addr = listener.accept()
+        except (BlockingIOError, InterruptedError, ConnectionAbortedError):
+            return  # a sibling took it, or the client gave up
+        sock.setblocking(False)
+        self.nr_conns += 1
+        self._listen()
+        conn = Conn(sock, addr, self.listeners[listener])
+        self.poller.register(sock, selectors.EVENT_READ, partial(self._readable, conn))
+        self._start(conn)
+
+    def _backoff(self) -> float:
+        """How long a waiting connection is left to the siblings first: ACCEPT_BACKOFF_S per
+        connection held (at most 8), and 8 more with requests ready. An idle worker holding
+        none takes it at once; a busy one still takes it when no sibling has."""
+        if not self.siblings:
+            return 0.0
+        return ACCEPT_BACKOFF_S * (min(self.nr_conns, 8) + (8 if self.ready else 0))
+
+    def _check(self, now: float):
+        """Close connections idle past keepalive (all idle ones once stopping), answer 408 to
+        requests that take longer than request_timeout_s to arrive, end lingering."""
         for conn, deadline in list(self.reading.items()):
             idle = conn.started is None
-            if now < deadline and (self.alive or not idle):  # a stopping worker drops idle ones
+            if now < deadline and (self.alive or not idle):
                 continue
-            self._stop_reading(conn)
+            del self.reading[conn]
             self.buffered -= len(conn.incoming.buf)
             if not idle:
                 self._refuse(conn, 408, "request_timeout", "the request did not arrive in "
@@ -357,22 +427,167 @@ class Worker(ThreadWorker):
                 self._close(conn)
         for conn, deadline in list(self.lingering.items()):
             if now >= deadline:
-                self._unlinger(conn)
+                self._close(conn)
 
-    # -- computing (the thread)
+    # -- reading
 
-    def handle(self, conn):
-        """Parse from memory: the thread never waits on a client."""
-        conn.init()
+    def _start(self, conn: Conn, leftover: bytes = b""):
+        """Read the connection's next request, beginning with bytes already read past the last."""
+        conn.incoming = Incoming(self.max_body, self.max_head)
+        conn.sent_continue = False
+        conn.started = None
+        if leftover and self._feed(conn, leftover):
+            return
+        self.reading[conn] = self._deadline(conn)
+
+    def _deadline(self, conn: Conn) -> float:
+        if conn.started is None:
+            return time.monotonic() + (self.cfg.keepalive or 2)
+        return conn.started + self.request_timeout
+
+    def _readable(self, conn: Conn, _sock):
+        if conn in self.lingering:
+            if _recv(conn.sock) == b"":
+                self._close(conn)
+            return
+        if conn not in self.reading:  # its request waits in `ready`; the rest waits too
+            return
+        data = _recv(conn.sock)
+        if data is None:
+            return
+        if not data:  # the client went away
+            del self.reading[conn]
+            self.buffered -= len(conn.incoming.buf)
+            self._close(conn)
+            return
+        first = conn.started is None
+        if not self._feed(conn, data) and first:  # the request's timeout runs from now
+            self.reading[conn] = self._deadline(conn)
+
+    def _feed(self, conn: Conn, data: bytes) -> bool:
+        """Add bytes; True once the connection has left the reading state."""
+        incoming = conn.incoming
+        if conn.started is None:
+            conn.started = time.monotonic()
+        self.buffered += len(data)
+        if self.buffered > self.max_buffered:
+            self.buffered -= len(incoming.buf) + len(data)
+            self.reading.pop(conn, None)
+            self._refuse(conn, 429, "overloaded", "this worker holds too many request bytes "
+                         "being uploaded; retry after Retry-After seconds")
+            return True
+        ready = incoming.feed(data)
+        if incoming.refusal:
+            self.buffered -= len(incoming.buf)
+            self.reading.pop(conn, None)
+            self._refuse(conn, *incoming.refusal)
+            return True
+        if ready:
+            self.buffered -= len(incoming.buf)
+            self.reading.pop(conn, None)
+            self.ready.append(conn)
+            return True
+        if incoming.expects_continue and not conn.sent_continue:
+            conn.sent_continue = True  # the client waits for it before sending the body
+            self._send(conn, b"HTTP/1.1 100 Continue\r\n\r\n")
+        return False
+
+    # -- answering
+
+    def _send(self, conn: Conn, data: bytes) -> None:
+        with contextlib.suppress(OSError):  # the client is gone: nothing to tell it
+            conn.sock.send(data)  # small: fits the socket's buffer
+
+    def _refuse(self, conn: Conn, status: int, code: str, detail: str):
+        """Answer from here and close, draining what the client still sends for a while, so
+        that it reads the answer instead of a reset."""
+        self._send(conn, problem_bytes(status, code, detail))
+        self._linger(conn)
+
+    def _linger(self, conn: Conn):
+        try:
+            conn.sock.shutdown(socket.SHUT_WR)
+        except OSError:
+            self._close(conn)
+            return
+        self.lingering[conn] = time.monotonic() + LINGER_S
+
+    def _close(self, conn: Conn):
+        self.reading.pop(conn, None)
+        self.lingering.pop(conn, None)
+        with contextlib.suppress(KeyError, ValueError, OSError):
+            self.poller.unregister(conn.sock)
+        with contextlib.suppress(OSError):
+            conn.sock.close()
+        self.nr_conns -= 1
+        self._listen()
+
+    # -- computing
+
+    def _compute(self, conn: Conn):
+        """Parse the request from memory, run the app, then read the connection's next
+        request (with what came after this one) or close it."""
         incoming, conn.incoming = conn.incoming, None
-        conn.source = _Memory(incoming.buf)
-        conn.parser.unreader.chunk = conn.source.chunk
-        return super().handle(conn)
+        source = _Memory(incoming.buf)
+        parser = http.RequestParser(self.cfg, source, conn.addr)
+        keep, req = False, None
+        try:
+            req = next(parser)
+            if conn.sent_continue:
+                req._expected_100_continue = False  # the loop has sent it
+            keep = self.handle_request(req, conn) and parser.finish_body()
+        except (StopIteration, http_errors.NoMoreData):
+            pass
+        except OSError as exc:  # the client went away while we answered
+            if exc.errno not in (errno.EPIPE, errno.ECONNRESET, errno.ENOTCONN):
+                log.exception("Socket error processing request.")
+        except Exception as exc:  # noqa: BLE001 - answered as problem+json, or logged
+            self.handle_error(req, conn.sock, conn.addr, exc)
+        leftover = parser.unreader.take_buffered() + source.rest()
+        if keep and self.alive:
+            self._start(conn, leftover)
+        elif leftover:
+            self._linger(conn)  # unread bytes would turn the close into a reset
+        else:
+            self._close(conn)
 
-    def handle_request(self, req, conn):
-        if conn.sent_continue:
-            req._expected_100_continue = False  # the main loop has sent it
-        return super().handle_request(req, conn)
+    def handle_request(self, req, conn: Conn) -> bool:
+        """Run the app on one request; whether the connection stays open after it."""
+        self.cfg.pre_request(self, req)
+        started = datetime.now()
+        out = _Out(conn.sock, self.request_timeout)
+        resp, environ = wsgi.create(req, out, conn.addr, conn.server, self.cfg)
+        environ["wsgi.multithread"] = False
+        self.nr += 1
+        if self.nr >= self.max_requests and self.alive:
+            log.info("Autorestarting worker after current request.")
+            self.alive = False
+        if not self.alive or not self.cfg.keepalive:
+            resp.force_close()
+        respiter = None
+        try:
+            respiter = self.wsgi(environ, resp.start_response)
+            if isinstance(respiter, environ["wsgi.file_wrapper"]):
+                resp.write_file(respiter)
+            else:
+                for item in respiter:
+                    resp.write(item)
+            resp.close()
+            out.flush()
+        except Exception:
+            if resp.headers_sent:  # a part may be out: a second answer would corrupt it
+                log.exception("Error handling request")
+                return False
+            raise
+        finally:
+            self.log.access(resp, req, environ, datetime.now() - started)
+            if hasattr(respiter, "close"):
+                respiter.close()
+            try:
+                self.cfg.post_request(self, req, environ, resp)
+            except Exception:  # noqa: BLE001 - a hook's failure is not the client's
+                log.exception("Exception in post_request hook")
+        return not resp.should_close()
 
     def handle_error(self, req, client, addr, exc):
         """A request gunicorn could not parse, as problem+json; anything else is a bug."""
@@ -382,8 +597,5 @@ class Worker(ThreadWorker):
             refused = 500, "internal", CODES["internal"][1]
         else:
             log.info("Invalid request from %s: %s", (addr or ("",))[0], exc)
-        try:
-            client.setblocking(True)
-            client.sendall(problem_bytes(*refused))
-        except OSError:
-            log.debug("Failed to send the error")
+        with contextlib.suppress(OSError):
+            _write(client, problem_bytes(*refused), self.request_timeout)

@@ -33,6 +33,7 @@ from .schemas import (
     EvaluateRequest,
     EvaluateResponse,
     Id,
+    InputTensor,
     Node,
     Shape,
     Strict,
@@ -74,8 +75,8 @@ class Model:
     dtype: str
     inputs: dict[str, tuple[int, ...]]   # declared order
     outputs: dict[str, tuple[int, ...]]  # declared order, shapes from the check at load
-    nodes: list
-    constants: dict[str, dict]           # as base64 request tensors: decoded at no cost
+    nodes: list                          # validated and expanded at load
+    constants: dict[str, InputTensor]    # validated at load, as base64: decoded at no cost
 
     def describe(self) -> dict:
         """GET /v1/models/NAME."""
@@ -95,9 +96,11 @@ class Model:
         doc = dict(body)
         if isinstance(body.get("inputs"), dict):
             doc["inputs"] = self._inputs(body["inputs"], _batched(body))
-        doc["nodes"], doc["dtype"] = self.nodes, self.dtype
+        doc["nodes"], doc["dtype"] = [], self.dtype
         doc.setdefault("outputs", list(self.outputs))
-        return EvaluateRequest.model_validate(doc)
+        req = EvaluateRequest.model_validate(doc)
+        req.nodes = self.nodes  # validated at load: a model's nodes are not checked per call
+        return req
 
     def _inputs(self, sent: dict, batched: frozenset) -> dict:
         """The client's inputs (exactly the model's, each of its shape, all differentiable)
@@ -184,8 +187,8 @@ def _load(path: Path, settings: Settings, plans: PlanCache) -> Model:
         if name in spec.inputs:
             raise _at(422, "duplicate_id", ("constants", name), f"{name!r} is both an input "
                       f"and a constant")
-        constants[name] = _b64(codec.decode(t, dtype, ("constants", name),
-                                            settings.max_elements))
+        constants[name] = InputTensor.model_validate(_b64(codec.decode(
+            t, dtype, ("constants", name), settings.max_elements)))
     nodes = expand([dict(n) for n in spec.nodes], spec.expr, [*spec.inputs, *constants],
                    max_nodes=settings.max_nodes)
     model = Model(path.stem, spec.description, spec.dtype,

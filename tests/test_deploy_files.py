@@ -313,7 +313,7 @@ def test_every_deployment_runs_the_reading_worker_with_keepalive(env, tmp_path, 
     compose (behind nginx, which buffers too) and in k8s (gunicorn exposed directly): the
     image's CMD is make serve's (a test above), and the Deployment does not replace it."""
     conf = gunicorn_config(env(), tmp_path, monkeypatch)
-    assert conf["worker_class"] == "service.worker.Worker" and conf["threads"] == 1
+    assert conf["worker_class"] == "service.worker.Worker"
     (timeout,) = nginx("keepalive_timeout", "upstream gradserve")
     assert 0 < seconds(timeout[0]) < conf["keepalive"]  # nginx lets go first
     assert "command" not in container() and "args" not in container()

@@ -47,6 +47,10 @@ log = logging.getLogger("gunicorn.error")
 RECV = 256 * 1024
 LINGER_S = 2.0  # after a refusal, how long a connection's unread bytes are drained
 ACCEPT_BACKOFF_S = 0.0005  # per connection held, before accepting another (Worker._accept)
+# Requests on one connection before it is closed (nginx's keepalive_requests): its client
+# reconnects, to the worker holding the fewest. Connections of a worker that stopped (max_requests)
+# all land on its siblings, and would otherwise stay there.
+KEEPALIVE_REQUESTS = 1000
 ACCEPT_STALE_S = 0.05  # a wait that ended this long ago was for a connection a sibling took
 _HEX = re.compile(rb"[0-9A-Fa-f]{1,16}")
 
@@ -268,13 +272,14 @@ def parse_error(exc: Exception) -> tuple[int, str, str] | None:
 class Conn:
     """A client connection: its socket, and the request being read on it."""
 
-    __slots__ = ("sock", "addr", "server", "incoming", "started", "sent_continue")
+    __slots__ = ("sock", "addr", "server", "incoming", "started", "sent_continue", "served")
 
     def __init__(self, sock, addr, server):
         self.sock, self.addr, self.server = sock, addr, server
         self.incoming: Incoming | None = None
         self.started: float | None = None  # when the request's first byte came
         self.sent_continue = False
+        self.served = 0  # requests answered
 
 
 class Worker(base.Worker):
@@ -562,7 +567,8 @@ class Worker(base.Worker):
         if self.nr >= self.max_requests and self.alive:
             log.info("Autorestarting worker after current request.")
             self.alive = False
-        if not self.alive or not self.cfg.keepalive:
+        conn.served += 1
+        if not self.alive or not self.cfg.keepalive or conn.served >= KEEPALIVE_REQUESTS:
             resp.force_close()
         respiter = None
         try:

@@ -9,6 +9,7 @@ in-process registry answers.
 
 from __future__ import annotations
 
+import functools
 import os
 
 from flask import Response
@@ -42,12 +43,20 @@ IN_FLIGHT = Gauge("gradserve_requests_in_flight", "Requests being answered now",
 def observe(endpoint: str, status: int, seconds: float, bytes_in: int, bytes_out: int,
             nodes: int | None) -> None:
     """Count one answered request."""
-    REQUESTS.labels(endpoint, str(status)).inc()
-    LATENCY.labels(endpoint).observe(seconds)
-    BYTES_IN.labels(endpoint).inc(bytes_in)
-    BYTES_OUT.labels(endpoint).inc(bytes_out)
+    requests, latency, bytes_in_, bytes_out_ = _series(endpoint, status)
+    requests.inc()
+    latency.observe(seconds)
+    bytes_in_.inc(bytes_in)
+    bytes_out_.inc(bytes_out)
     if nodes:
         NODES.inc(nodes)
+
+
+@functools.lru_cache(maxsize=1024)  # endpoints are route paths: a few dozen with statuses
+def _series(endpoint: str, status: int) -> tuple:
+    """The labelled series of one endpoint and status, looked up once (each lookup locks)."""
+    return (REQUESTS.labels(endpoint, str(status)), LATENCY.labels(endpoint),
+            BYTES_IN.labels(endpoint), BYTES_OUT.labels(endpoint))
 
 
 def metrics() -> Response:

@@ -6,6 +6,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import numpy as np
+
 from .errors import LimitExceeded
 from .shapes import extent
 from .tensor import Tensor
@@ -143,3 +145,16 @@ def refuse(cost: Cost, limits: Limits) -> Cost:
 
 def _mib(n: int) -> str:
     return f"{n / 2**20:,.0f} MiB"
+
+
+def encoded_size(shape, dtype: np.dtype, encoding: str) -> int:
+    """An upper bound on the JSON bytes of a returned tensor of this shape and dtype written in
+    `encoding` (PROTOCOL.md §3): part of what a request costs, known before it runs. The
+    service refuses responses by it and /v1/shapes reports it, remote and local alike."""
+    n = math.prod(shape)
+    head = 64 + sum(len(str(d)) + 1 for d in shape)  # the members, and the shape's digits
+    if encoding == "base64":
+        return 4 * math.ceil(n * dtype.itemsize / 3) + head
+    per = 16 if dtype.itemsize == 4 else 25  # longest shortest-repr, and a comma
+    lists = sum(math.prod(shape[:k]) for k in range(len(shape))) if encoding == "nested" else 1
+    return n * per + 3 * lists + head  # brackets, and a comma after each inner list

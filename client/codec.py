@@ -75,12 +75,3 @@ def decode(t: dict, dtype: str | None = None) -> np.ndarray:
     return a
 
 
-def encoded_size(shape, dtype: np.dtype, encoding: str) -> int:
-    """An upper bound on a response tensor's bytes, known from its shape alone."""
-    n = math.prod(shape)
-    head = 64 + sum(len(str(d)) + 1 for d in shape)  # the members, and the shape's digits
-    if encoding == "base64":
-        return 4 * math.ceil(n * dtype.itemsize / 3) + head
-    per = 16 if dtype.itemsize == 4 else 25  # longest shortest-repr, and a comma
-    lists = sum(math.prod(shape[:k]) for k in range(len(shape))) if encoding == "nested" else 1
-    return n * per + 3 * lists + head  # brackets, and a comma after each inner list

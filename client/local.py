@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from autograd import DTYPES, OPS, AutogradError, Leaf, Limits, Plan, evaluate, plan
+from autograd.cost import encoded_size
 from autograd.expr import expand
 from autograd.shapes import extent
 
@@ -145,7 +146,7 @@ def _shapes_body(p, body: dict, dtype: str) -> dict:
         **{member: described(ret[member]) for member in ("outputs", "gradients", "jvp", "hvp")},
         "jacobians": {y: described(row) for y, row in ret["jacobians"].items()},
         "cost": {"flops": p.cost.flops, "peak_bytes": p.cost.peak_bytes,
-                 "response_bytes": sum(codec.encoded_size(s, np.dtype(dtype), encoding)
+                 "response_bytes": sum(encoded_size(s, np.dtype(dtype), encoding)
                                        for s in sizes)},
     }
 

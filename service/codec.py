@@ -18,7 +18,6 @@ import orjson
 import pybase64  # SIMD base64: 20x the standard library's on a 16 MB tensor
 
 from autograd.shapes import extent
-from client.codec import encoded_size as encoded_size  # one bound: here and Client.local()
 
 from .errors import ApiError, pointer
 from .schemas import MAX_RANK, TensorIn

@@ -17,6 +17,7 @@ import orjson
 from pydantic import ValidationError
 
 from autograd import AutogradError, Leaf, Limits, Plan, nonfinite, plan
+from autograd.cost import encoded_size
 from autograd.expr import expand
 
 from . import codec
@@ -223,7 +224,7 @@ def _check_response_size(plan: Plan, dtype: np.dtype, encoding: str, limit: int)
     for member in plan.returned().values():
         for s in member.values():
             shapes_ += s.values() if isinstance(s, dict) else [s]
-    need = sum(codec.encoded_size(shape, dtype, encoding) for shape in shapes_)
+    need = sum(encoded_size(shape, dtype, encoding) for shape in shapes_)
     if need > limit:
         hint = "" if encoding == "base64" else '; "encoding": "base64" is about 4x smaller'
         raise ApiError(413, "response_too_large",

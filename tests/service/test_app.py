@@ -7,6 +7,8 @@ import copy
 import itertools
 import json
 import math
+import subprocess
+import sys
 import warnings
 
 import numpy as np
@@ -875,3 +877,14 @@ def test_the_request_schema_accepts_the_example(openapi, example):
     bad["extra"] = 1
     with pytest.raises(Exception, match="extra"):
         conforms(openapi, bad, "EvaluateRequest")
+
+
+def test_the_service_loads_neither_the_sdk_nor_its_http_client():
+    """Layers point one way: service -> autograd, client -> autograd, never service -> client
+    (a worker would load `requests` for nothing)."""
+    program = ("import sys, service.wsgi; "
+               "print(' '.join(sorted({m.split('.')[0] for m in sys.modules})))")
+    loaded = set(subprocess.run([sys.executable, "-c", program], capture_output=True, text=True,
+                                check=True).stdout.split())
+    assert {"service", "autograd", "flask", "numpy"} <= loaded
+    assert not loaded & {"client", "requests", "urllib3"}

@@ -137,6 +137,7 @@ def problem(err: ApiError) -> Response:
 
 
 FORMATS = "gradserve.error_formats"
+CODE = "gradserve.code"  # environ key: the code of the error answered, for the log line
 
 
 def init_app(app: Flask) -> None:
@@ -147,6 +148,7 @@ def init_app(app: Flask) -> None:
     @app.errorhandler(Exception)
     def handle(e: Exception):
         err = to_api_error(e)
+        request.environ[CODE] = err.code
         for prefix, render in app.extensions[FORMATS].items():
             if request.path.startswith(prefix):
                 return render(err)

@@ -22,7 +22,7 @@ import orjson
 from flask import Flask
 from flask.logging import default_handler
 
-from . import metrics
+from . import errors, metrics
 
 log = logging.getLogger("gradserve")
 request_log = logging.getLogger("gradserve.request")
@@ -154,17 +154,25 @@ class Observed:
         path = environ.get("PATH_INFO", "")
         # the route's path, never the client's: unknown paths share one label
         endpoint = environ.get(ROUTE) or (path if path in self.endpoints else "other")
-        nodes = environ.get(NODES)
-        metrics.observe(endpoint, status, seconds, bytes_in, bytes_out, nodes)
-        fields = {"method": environ.get("REQUEST_METHOD"), "path": path, "status": status,
-                  "duration_ms": round(seconds * 1e3, 3), "bytes_in": bytes_in,
-                  "bytes_out": bytes_out, "pid": os.getpid()}
-        if nodes is not None:
-            fields["nodes"] = nodes
-        if request_log.isEnabledFor(logging.INFO):  # made directly: no search for the caller
-            request_log.handle(request_log.makeRecord(
-                request_log.name, logging.INFO, __file__, 0, "request", (), None,
-                extra={"fields": fields}))
+        answered(endpoint, environ.get("REQUEST_METHOD"), path, status, seconds, bytes_in,
+                 bytes_out, nodes=environ.get(NODES), code=environ.get(errors.CODE))
+
+
+def answered(endpoint: str, method: str | None, path: str | None, status: int, seconds: float,
+             bytes_in: int, bytes_out: int, **more) -> None:
+    """Count and log one answered request: the app's (Observed), or one the worker refused
+    itself (service/worker.py: a malformed head, a body too large or too slow), which has no
+    endpoint ("other") and perhaps no method or path."""
+    nodes = more.get("nodes")
+    metrics.observe(endpoint, status, seconds, bytes_in, bytes_out, nodes)
+    fields = {"method": method, "path": path, "status": status,
+              "duration_ms": round(seconds * 1e3, 3), "bytes_in": bytes_in,
+              "bytes_out": bytes_out, "pid": os.getpid()}
+    fields.update((k, v) for k, v in more.items() if v is not None)
+    if request_log.isEnabledFor(logging.INFO):  # made directly: no search for the caller
+        request_log.handle(request_log.makeRecord(
+            request_log.name, logging.INFO, __file__, 0, "request", (), None,
+            extra={"fields": fields}))
 
 
 def init_app(app: Flask, level: str, endpoints) -> None:

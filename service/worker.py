@@ -39,6 +39,7 @@ from gunicorn.http import errors as http_errors
 from gunicorn.http import wsgi
 from gunicorn.workers import base
 
+from . import observability
 from .config import Settings
 from .errors import CODES, PROBLEM, title
 
@@ -231,6 +232,15 @@ def _write(sock, data, timeout: float) -> None:
             sock.sendall(memoryview(data)[sent:])
         finally:
             sock.setblocking(False)
+
+
+def _request_line(head: bytearray) -> tuple[str | None, str | None]:
+    """The method and target of a request's first line, for the log; None when it has none."""
+    end = head.find(b"\r\n", 0, 8192)
+    line = bytes(head[:end if end >= 0 else 8192]).split(b" ")
+    if len(line) != 3:
+        return None, None
+    return line[0].decode("latin-1")[:32], line[1].decode("latin-1")[:256]
 
 
 def _recv(sock) -> bytes | None:
@@ -506,8 +516,16 @@ class Worker(base.Worker):
     def _refuse(self, conn: Conn, status: int, code: str, detail: str):
         """Answer from here and close, draining what the client still sends for a while, so
         that it reads the answer instead of a reset."""
-        self._send(conn, problem_bytes(status, code, detail))
+        answer = problem_bytes(status, code, detail)
+        self._send(conn, answer)
+        self._record(conn, conn.incoming.buf, status, code, len(answer))
         self._linger(conn)
+
+    def _record(self, conn: Conn, head: bytearray, status: int, code: str, bytes_out: int):
+        """The log line and metrics of a request answered here, as the app's have."""
+        seconds = time.monotonic() - (conn.started or time.monotonic())
+        observability.answered("other", *_request_line(head), status, seconds, len(head),
+                               bytes_out, code=code)
 
     def _linger(self, conn: Conn):
         try:
@@ -547,7 +565,7 @@ class Worker(base.Worker):
             if exc.errno not in (errno.EPIPE, errno.ECONNRESET, errno.ENOTCONN):
                 log.exception("Socket error processing request.")
         except Exception as exc:  # noqa: BLE001 - answered as problem+json, or logged
-            self.handle_error(req, conn.sock, conn.addr, exc)
+            self._failed(conn, incoming.buf, exc)
         leftover = parser.unreader.take_buffered() + source.rest()
         if keep and self.alive:
             self._start(conn, leftover)
@@ -595,13 +613,13 @@ class Worker(base.Worker):
                 log.exception("Exception in post_request hook")
         return not resp.should_close()
 
-    def handle_error(self, req, client, addr, exc):
+    def _failed(self, conn: Conn, head: bytearray, exc: Exception):
         """A request gunicorn could not parse, as problem+json; anything else is a bug."""
         refused = parse_error(exc)
         if refused is None:
             log.exception("Error handling request")
             refused = 500, "internal", CODES["internal"][1]
-        else:
-            log.info("Invalid request from %s: %s", (addr or ("",))[0], exc)
+        answer = problem_bytes(*refused)
         with contextlib.suppress(OSError):
-            _write(client, problem_bytes(*refused), self.request_timeout)
+            _write(conn.sock, answer, self.request_timeout)
+        self._record(conn, head, refused[0], refused[1], len(answer))

@@ -114,6 +114,17 @@ def test_what_gunicorn_refuses_is_problem_json(server, raw, status, code):
                       headers={"Content-Type": "application/json"})
     assert r.status_code == 200 and abs(r.json()["outputs"]["loss"]["data"] - LOSS) < 1e-6
     assert "Traceback" not in server.output() and "WORKER TIMEOUT" not in server.output()
+    assert any(line.get("status") == status and line.get("code") == code
+               for line in request_lines(server)), "the refusal has no log line"
+
+
+def request_lines(server) -> list[dict]:
+    """The JSON request log lines the server has written so far."""
+    lines = []
+    for text in server.output().splitlines():
+        if text.startswith("{") and '"logger":"gradserve.request"' in text:
+            lines.append(orjson.loads(text))
+    return lines
 
 
 @pytest.mark.parametrize("size", [1, 7, 100, 4000])

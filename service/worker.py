@@ -47,6 +47,7 @@ log = logging.getLogger("gunicorn.error")
 
 RECV = 256 * 1024
 LINGER_S = 2.0  # after a refusal, how long a connection's unread bytes are drained
+STOP_LINGER_S = 1.0  # a stopping worker's idle connections stay open this long (Worker.run)
 ACCEPT_BACKOFF_S = 0.0005  # per connection held, before accepting another (Worker._accept)
 # Requests on one connection before it is closed (nginx's keepalive_requests): its client
 # reconnects, to the worker holding the fewest. Connections of a worker that stopped (max_requests)
@@ -340,9 +341,14 @@ class Worker(base.Worker):
             if not self.is_parent_alive():
                 break
         self._listen()
-        # Stopping: idle connections close now; requests that started are finished.
-        end = time.monotonic() + self.cfg.graceful_timeout
-        self._check(time.monotonic())
+        # Stopping: requests that started are finished. An idle kept-alive connection stays
+        # open STOP_LINGER_S: a request its client sends meanwhile is answered (with
+        # Connection: close) instead of meeting a closed socket, as it would if closed now.
+        now = time.monotonic()
+        end = now + self.cfg.graceful_timeout
+        for conn, deadline in self.reading.items():
+            if conn.started is None:
+                self.reading[conn] = min(deadline, now + STOP_LINGER_S)
         while (self.ready or self.reading or self.lingering) and time.monotonic() < end:
             self._turn()
         for conn in [*self.reading, *self.lingering, *self.ready]:
@@ -427,11 +433,11 @@ class Worker(base.Worker):
         return ACCEPT_BACKOFF_S * (min(self.nr_conns, 8) + (8 if self.ready else 0))
 
     def _check(self, now: float):
-        """Close connections idle past keepalive (all idle ones once stopping), answer 408 to
-        requests that take longer than request_timeout_s to arrive, end lingering."""
+        """Close connections idle past their deadline, answer 408 to requests that take
+        longer than request_timeout_s to arrive, end lingering."""
         for conn, deadline in list(self.reading.items()):
             idle = conn.started is None
-            if now < deadline and (self.alive or not idle):
+            if now < deadline:
                 continue
             del self.reading[conn]
             self.buffered -= len(conn.incoming.buf)

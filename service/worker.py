@@ -436,9 +436,14 @@ class Worker(base.Worker):
         """Close connections idle past their deadline, answer 408 to requests that take
         longer than request_timeout_s to arrive, end lingering."""
         for conn, deadline in list(self.reading.items()):
-            idle = conn.started is None
             if now < deadline:
                 continue
+            # A long computation may have kept us from reading what came meanwhile.
+            while self._pull(conn):
+                pass
+            if conn not in self.reading or now < self.reading[conn]:
+                continue  # its request is whole now, or one just began
+            idle = conn.started is None
             del self.reading[conn]
             self.buffered -= len(conn.incoming.buf)
             if not idle:
@@ -471,19 +476,26 @@ class Worker(base.Worker):
             if _recv(conn.sock) == b"":
                 self._close(conn)
             return
-        if conn not in self.reading:  # its request waits in `ready`; the rest waits too
-            return
+        if conn in self.reading:  # else its request waits in `ready`, and the rest with it
+            self._pull(conn)
+
+    def _pull(self, conn: Conn) -> bool:
+        """Read what the socket holds into the request; True if bytes came and the
+        connection is still reading."""
         data = _recv(conn.sock)
         if data is None:
-            return
+            return False
         if not data:  # the client went away
             del self.reading[conn]
             self.buffered -= len(conn.incoming.buf)
             self._close(conn)
-            return
+            return False
         first = conn.started is None
-        if not self._feed(conn, data) and first:  # the request's timeout runs from now
+        if self._feed(conn, data):
+            return False
+        if first:  # the request's timeout runs from now
             self.reading[conn] = self._deadline(conn)
+        return True
 
     def _feed(self, conn: Conn, data: bytes) -> bool:
         """Add bytes; True once the connection has left the reading state."""

@@ -11,12 +11,15 @@ import http.client
 import socket
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import orjson
 import pytest
 import requests
 
 from tests.conftest import EXAMPLE, Server
+from tests.e2e.test_overload import chain
+from tests.e2e.test_overload import post as post_json
 
 LIMIT = 4096  # max_body_bytes of the server below
 JSON = b"Content-Type: application/json\r\n"
@@ -186,3 +189,40 @@ def test_idle_and_trickling_clients_delay_no_request(server):
         feeder.join()
         for s in silent + trickling:
             s.close()
+
+
+def test_bytes_that_come_during_a_long_computation_are_read_before_any_timeout():
+    """One worker computes ~6 s; meanwhile a request started before it (its first byte read)
+    arrives in full, past request_timeout_s. It is read when the computation ends and
+    answered 200, not 408; a kept-alive connection past its keepalive is not closed under a
+    request that came meanwhile either."""
+    one = post(headers=JSON + b"Content-Length: %d\r\n" % len(BODY)) + b"\r\n" + BODY
+    with Server(workers=1, request_timeout_s=1.0) as server:
+        idle = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
+        idle.request("POST", "/v1/evaluate", BODY, {"Content-Type": "application/json"})
+        assert idle.getresponse().read() and idle.sock is not None
+        slow = socket.create_connection(("127.0.0.1", server.port), timeout=30)
+        slow.sendall(one[:1])
+        time.sleep(0.3)  # the worker has read the first byte: the request's clock runs
+        with ThreadPoolExecutor(1) as pool:
+            long = pool.submit(post_json, server.url, chain(750))  # ~6 s: past keepalive (5 s)
+            time.sleep(0.5)  # the long one is being computed
+            slow.sendall(one[1:])
+            idle.request("POST", "/v1/evaluate", BODY, {"Content-Type": "application/json"})
+            assert long.result().status_code == 200
+        status, _, body = answer(exchange_on(slow))
+        assert status == 200 and abs(body["outputs"]["loss"]["data"] - LOSS) < 1e-6
+        r = idle.getresponse()
+        assert r.status == 200 and abs(orjson.loads(r.read())["outputs"]["loss"]["data"]
+                                       - LOSS) < 1e-6
+
+
+def exchange_on(sock: socket.socket) -> bytes:
+    """Read one answer from a connection already sent to."""
+    out = b""
+    with sock:
+        while chunk := sock.recv(65536):
+            out += chunk
+            if _complete(out):
+                break
+    return out

@@ -647,6 +647,7 @@ def bench_vmap(timer: Timer, use_torch: bool) -> list[str]:
     torch_name = "torch.func: vmap(grad), per example"
     if torch_name in t:
         out.append(f"  ours / torch.func's: {ours / t[torch_name]['median']:.2f}")
+    return out
 
 
 # ---- 7. the ops of PROTOCOL §2.1 ------------------------------------------------------

@@ -189,10 +189,12 @@ class _Out:
         self.sock, self.timeout = sock, timeout
         self.parts: list[bytes] = []
         self.size = 0
+        self.wrote = False  # whether any byte went to the client
 
     def sendall(self, data) -> None:
         if len(data) >= self.FLUSH:
             self.flush()
+            self.wrote = True
             _write(self.sock, data, self.timeout)
             return
         self.parts.append(bytes(data))
@@ -206,6 +208,7 @@ class _Out:
 
     def sendfile(self, file, offset: int = 0, count: int | None = None) -> int:
         self.flush()
+        self.wrote = True
         self.sock.settimeout(self.timeout)
         try:
             return self.sock.sendfile(file, offset, count)
@@ -217,6 +220,7 @@ class _Out:
             data = self.parts[0] if len(self.parts) == 1 else b"".join(self.parts)
             self.parts.clear()
             self.size = 0
+            self.wrote = True
             _write(self.sock, data, self.timeout)
 
 
@@ -617,9 +621,10 @@ class Worker(base.Worker):
             resp.close()
             out.flush()
         except Exception:
-            if resp.headers_sent:  # a part may be out: a second answer would corrupt it
+            if out.wrote:  # a part is out: a second answer would corrupt it
                 log.exception("Error handling request")
                 return False
+            out.parts.clear()  # nothing is out: the caller answers 500 instead
             raise
         finally:
             self.log.access(resp, req, environ, datetime.now() - started)

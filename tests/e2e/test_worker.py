@@ -9,15 +9,17 @@ from __future__ import annotations
 import contextlib
 import http.client
 import socket
+import subprocess
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from types import SimpleNamespace
 
 import orjson
 import pytest
 import requests
 
-from tests.conftest import EXAMPLE, Server
+from tests.conftest import EXAMPLE, GUNICORN, ROOT, Server, free_port
 from tests.e2e.test_overload import chain
 from tests.e2e.test_overload import post as post_json
 
@@ -226,3 +228,38 @@ def exchange_on(sock: socket.socket) -> bytes:
             if _complete(out):
                 break
     return out
+
+
+@pytest.mark.parametrize("app", ["small", "large"])
+def test_a_body_that_fails_midway_is_a_500_if_nothing_was_sent_else_a_cut(app, tmp_path):
+    """Nothing of a response leaves before it is complete (up to 256 KiB), so a body that
+    fails early becomes a problem+json 500; a part already sent cannot be taken back, and
+    the connection is closed under it instead of a second answer being appended."""
+    port = free_port()
+    log = tmp_path / "gunicorn.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen([GUNICORN[0], "-k", "service.worker.Worker", "-w", "1", "-b",
+                                 f"127.0.0.1:{port}", f"tests.e2e.broken_app:{app}"],
+                                cwd=ROOT, stdout=out, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+    try:
+        raw = b""
+        for _ in range(100):
+            with contextlib.suppress(ConnectionRefusedError):
+                raw = exchange(SimpleNamespace(port=port),
+                               b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", until_close=True)
+                break
+            time.sleep(0.1)
+        if app == "small":
+            status, headers, problem = answer(raw)
+            assert (status, problem["code"]) == (500, "internal")
+            assert headers["content-type"] == "application/problem+json"
+            assert b"partial" not in raw
+        else:
+            body = raw.partition(b"\r\n\r\n")[2]  # chunked: no Content-Length was given
+            assert raw.startswith(b"HTTP/1.1 200 ") and b"problem" not in raw
+            assert b"x" * 1000 in body and not body.endswith(b"0\r\n\r\n")  # no last chunk
+        assert "the body broke" in log.read_text()
+    finally:
+        proc.terminate()
+        proc.wait(30)

@@ -1,0 +1,18 @@
+"""WSGI apps whose response body fails while it is written, for tests/e2e/test_worker.py."""
+
+
+def _broken(first: bytes):
+    def app(environ, start_response):
+        start_response("200 OK", [("Content-Type", "text/plain")])
+
+        def body():
+            yield first
+            raise RuntimeError("the body broke")
+
+        return body()
+
+    return app
+
+
+small = _broken(b"partial")  # held by the worker until the response is complete
+large = _broken(b"x" * 300_000)  # past the worker's buffer: written at once

@@ -39,7 +39,7 @@ from gunicorn.http import errors as http_errors
 from gunicorn.http import wsgi
 from gunicorn.workers import base
 
-from . import observability
+from . import observability, shedding
 from .config import Settings
 from .errors import CODES, PROBLEM, title
 
@@ -53,6 +53,7 @@ ACCEPT_BACKOFF_S = 0.0005  # per connection held, before accepting another (Work
 # reconnects, to the worker holding the fewest. Connections of a worker that stopped (max_requests)
 # all land on its siblings, and would otherwise stay there.
 KEEPALIVE_REQUESTS = 1000
+ACCEPT_PRESSURE = 8  # connections waiting past which a worker accepts at once
 ACCEPT_STALE_S = 0.05  # a wait that ended this long ago was for a connection a sibling took
 _HEX = re.compile(rb"[0-9A-Fa-f]{1,16}")
 
@@ -431,10 +432,16 @@ class Worker(base.Worker):
     def _backoff(self) -> float:
         """How long a waiting connection is left to the siblings first: ACCEPT_BACKOFF_S per
         connection held (at most 8), and 8 more with requests ready. An idle worker holding
-        none takes it at once; a busy one still takes it when no sibling has."""
-        if not self.siblings:
+        none takes it at once; a busy one still takes it when no sibling has. With more than
+        ACCEPT_PRESSURE connections waiting, none: new connections come faster than the
+        waits would let them in, and the queue would grow into shedding's 429s."""
+        held = min(self.nr_conns, 8) + (8 if self.ready else 0)
+        if not self.siblings or not held:
             return 0.0
-        return ACCEPT_BACKOFF_S * (min(self.nr_conns, 8) + (8 if self.ready else 0))
+        waiting = shedding.queued(self.listeners)
+        if waiting is not None and waiting > ACCEPT_PRESSURE:
+            return 0.0
+        return ACCEPT_BACKOFF_S * held
 
     def _check(self, now: float):
         """Close connections idle past their deadline, answer 408 to requests that take

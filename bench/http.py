@@ -225,15 +225,18 @@ def _load_process(url: str, body_file: str, threads: int, seconds: float):
 
 # ---- (a) and (b): throughput -----------------------------------------------------------
 
-def throughput(servers: dict, body: bytes, tmp: Path, name: str, rounds: int, seconds: float,
-               load) -> dict[str, dict]:
-    """Each server in turn for `rounds` rounds (order alternating); medians over rounds."""
-    body_file = tmp / f"{name}.json"
-    body_file.write_bytes(body)
+def throughput(servers: dict, body: bytes | dict[str, bytes], tmp: Path, name: str,
+               rounds: int, seconds: float, load) -> dict[str, dict]:
+    """Each server in turn for `rounds` rounds (order alternating); medians over rounds.
+    `body` is posted to every server, or is one body per server's key."""
+    files = {}
+    for key in servers:
+        files[key] = tmp / f"{name}-{key}.json"
+        files[key].write_bytes(body[key] if isinstance(body, dict) else body)
     runs: dict[str, list[dict]] = {k: [] for k in servers}
     for r in range(rounds):
         for key in servers if r % 2 == 0 else reversed(list(servers)):
-            runs[key].append(load(servers[key].url, body_file, seconds))
+            runs[key].append(load(servers[key].url, files[key], seconds))
     return {key: {m: statistics.median(run[m] for run in rs) for m in ("rps", "p50", "p99")}
             | {"errors": sum(run["errors"] for run in rs)} for key, rs in runs.items()}
 

@@ -154,10 +154,8 @@ def main() -> None:
                       "v1": _At(host + "/v1/evaluate")}
             routes["v1"].ready(v1_body)
             routes["model"].ready(model_body)
-            res = {}
-            for key, body in (("model", model_body), ("v1", v1_body)):
-                res.update(throughput({key: routes[key]}, body, tmp, key, rounds, seconds,
-                                      load))
+            res = throughput(routes, {"model": model_body, "v1": v1_body}, tmp, "banana",
+                             rounds, seconds, load)
             print("\n" + "\n".join(report(
                 "(b) the banana model with its gradient: model evaluate vs /v1/evaluate", res,
                 "v1", {"model": f"POST /v1/models/banana/evaluate ({len(model_body)} B)",

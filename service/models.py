@@ -10,6 +10,7 @@ modules) are only translations into this request and out of its answer.
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,6 +33,7 @@ from .schemas import (
     Dtype,
     EvaluateRequest,
     EvaluateResponse,
+    GradSpec,
     Id,
     InputTensor,
     Node,
@@ -128,6 +130,40 @@ class Model:
 
     def evaluate(self, body, settings: Settings, plans: PlanCache) -> dict:
         return evaluation.evaluate(self.request(body), settings, plans)
+
+    def vjp(self, body: dict, seeds: dict[str, dict], wrt: list[str], settings: Settings,
+            plans: PlanCache, where: tuple = ("seeds",)) -> dict:
+        """Σ over the outputs o of seeds[o]ᵀ · ∂o/∂x for each x of `wrt`, in one pass: the
+        gradient of Σ_o sum(seeds[o] * o), the seeds standing beside the model's inputs as
+        constants (a `grad` takes one `of`; Tesseract's VJP names several outputs). Each seed
+        must have its output's shape exactly: `*` would broadcast one that does not. `where`
+        is the seeds' place in the caller's body, for errors."""
+        if len(seeds) == 1:
+            (of, seed), = seeds.items()
+            return self.evaluate({**body, "outputs": [], "grad": {"of": of, "seed": seed,
+                                                                  "wrt": wrt}}, settings, plans)
+        req = self.request({**body, "outputs": []})
+        taken = {*self.inputs, *self.constants, *(n["id"] for n in self.nodes)}
+        fresh = (f"vjp:{k}" for k in itertools.count() if f"vjp:{k}" not in taken)
+        terms, nodes = [], list(self.nodes)
+        for of, seed in seeds.items():
+            given = _shape_of(seed) if isinstance(seed, dict) else None
+            if given != self.outputs[of]:
+                raise _at(422, "shape_mismatch", (*where, of), f"the cotangent of {of!r} "
+                          f"has shape {list(given or ())}; the output's is "
+                          f"{list(self.outputs[of])}")
+            name, product, term = next(fresh), next(fresh), next(fresh)
+            req.inputs[name] = InputTensor.model_validate(seed)
+            nodes += [{"id": product, "op": "mul", "args": [of, name]},
+                      {"id": term, "op": "sum", "args": [product]}]
+            if terms:
+                total = next(fresh)
+                nodes.append({"id": total, "op": "add", "args": [terms[-1], term]})
+                term = total
+            terms.append(term)
+        req.nodes = nodes
+        req.grad = GradSpec(of=terms[-1], wrt=wrt)
+        return evaluation.evaluate(req, settings, plans)
 
 
 def _at(status: int, code: str, path: tuple, detail: str) -> ApiError:

@@ -185,13 +185,10 @@ def tesseract_vector_jacobian_product(name: str):
     """Σ over vjp_outputs of cotangentᵀ · ∂output/∂input, for each of vjp_inputs."""
     model, inputs, wrt, outs, seeds = _product(name, "vjp", "cotangent_vector",
                                                "outputs")
-    total = {k: np.zeros(model.inputs[k], model.dtype) for k in wrt}
-    for of in outs:
-        answer = _run(model, {"inputs": inputs, "outputs": [],
-                              "grad": {"of": of, "seed": seeds[of], "wrt": wrt}})
-        for k in wrt:
-            total[k] += _values(answer["gradients"][k], model.dtype)
-    return _answer(total)
+    rt = current_app.extensions["gradserve"]
+    answer = model.vjp({"inputs": inputs, "encoding": "flat"}, {o: seeds[o] for o in outs},
+                       wrt, rt.settings, rt.plans, where=("cotangent_vector",))
+    return _answer({k: _values(answer["gradients"][k], model.dtype) for k in wrt})
 
 
 def tesseract_jacobian_vector_product(name: str):

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 
 from service.app import create_app
 from service.config import Settings
+from tests.service.test_models import examples_and_affine
 from tests.service.test_umbridge import ROOT
 
 GOOD = {"inputs": {"theta": [0.5, 0.5]}}
@@ -75,3 +77,41 @@ def test_hostile_input_gets_fastapis_error(c, name, endpoint, body, status):
     after = c.post("/tesseract/banana/apply", data=json.dumps(GOOD),
                    content_type="application/json")
     assert after.status_code == 200 and json.loads(after.data)["logp"]["shape"] == []
+
+
+# ---- a VJP over several outputs: one pass, each cotangent of its output's exact shape ------
+
+@pytest.fixture(scope="module")
+def two_outputs(tmp_path_factory):
+    """A client of a server with the example models and `affine` (outputs y (2,), loss ())."""
+    folder = examples_and_affine(tmp_path_factory.mktemp("models"))
+    return create_app(Settings(models_dir=str(folder))).test_client()
+
+
+POINT = {"A": [[1.0, 2.0, 0.5], [-1.0, 0.0, 3.0]], "x": [0.2, -0.4, 1.0]}
+
+
+def vjp(c, cotangents: dict) -> tuple[int, dict]:
+    body = {"inputs": POINT, "vjp_inputs": ["A", "x"], "vjp_outputs": list(cotangents),
+            "cotangent_vector": cotangents}
+    r = c.post("/tesseract/affine/vector_jacobian_product", data=json.dumps(body),
+               content_type="application/json", headers={"Accept": "application/json"})
+    return r.status_code, json.loads(r.data)
+
+
+def test_a_vjp_over_two_outputs_is_the_sum_of_the_two(two_outputs):
+    both = vjp(two_outputs, {"y": [0.7, -1.3], "loss": 0.4})
+    y_only, loss_only = vjp(two_outputs, {"y": [0.7, -1.3]}), vjp(two_outputs, {"loss": 0.4})
+    assert both[0] == y_only[0] == loss_only[0] == 200, both
+    for k in ("A", "x"):
+        total = (np.asarray(y_only[1][k]["data"]["buffer"])
+                 + np.asarray(loss_only[1][k]["data"]["buffer"]))
+        np.testing.assert_allclose(both[1][k]["data"]["buffer"], total, rtol=1e-12)
+
+
+@pytest.mark.parametrize("cotangent", [[1.0], 0.5, [0.7, -1.3, 2.0], [[0.7, -1.3]]],
+                         ids=["shape [1]", "a scalar", "shape [3]", "shape [1, 2]"])
+def test_a_cotangent_not_of_its_outputs_shape_is_refused_not_broadcast(two_outputs, cotangent):
+    status, doc = vjp(two_outputs, {"y": cotangent, "loss": 0.4})
+    assert status == 422, doc
+    assert doc["detail"][0]["loc"] == ["body", "cotangent_vector", "y"], doc

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import http.client
+import signal
 import socket
 import subprocess
 import threading
@@ -22,6 +23,7 @@ import requests
 from tests.conftest import EXAMPLE, GUNICORN, ROOT, Server, free_port
 from tests.e2e.test_overload import chain
 from tests.e2e.test_overload import post as post_json
+from tests.e2e.test_server import workers
 
 LIMIT = 4096  # max_body_bytes of the server below
 JSON = b"Content-Type: application/json\r\n"
@@ -263,3 +265,61 @@ def test_a_body_that_fails_midway_is_a_500_if_nothing_was_sent_else_a_cut(app, t
     finally:
         proc.terminate()
         proc.wait(30)
+
+
+# ---- connections over the workers, over their life, and at a stop -------------------------
+
+def pids_by_request_id(server) -> dict[str, int]:
+    return {line["request_id"]: line["pid"] for line in request_lines(server)
+            if "request_id" in line}
+
+
+def test_connections_opened_at_once_are_spread_over_the_workers():
+    """Eight connections opened together: each worker takes some (one worker used to take all
+    eight and keep them, the other idling, when a client opened its pool at once)."""
+    with Server() as server:
+        end = time.monotonic() + 30
+        while len(workers(server.proc.pid)) < 2 and time.monotonic() < end:
+            time.sleep(0.01)  # ready means one worker answered; the other may still be forking
+        time.sleep(0.5)  # and then entering its loop
+        socks = [socket.create_connection(("127.0.0.1", server.port), timeout=30)
+                 for _ in range(8)]
+        time.sleep(0.2)  # every connection accepted by a worker
+        for k, s in enumerate(socks):
+            s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Request-ID: conn-%d\r\n\r\n" % k)
+        for s in socks:
+            assert answer(exchange_on(s))[0] == 200
+        pids = pids_by_request_id(server)
+        held = [sum(pids[f"conn-{k}"] == pid for k in range(8)) for pid in set(pids.values())]
+        assert len(held) == 2 and min(held) >= 2, held
+
+
+def test_a_connection_closes_after_1000_requests():
+    """As nginx's keepalive_requests: the client reconnects, to the worker holding fewest."""
+    with Server(workers=1) as server:
+        conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
+        for k in range(1, 1001):
+            conn.request("GET", "/healthz")
+            r = conn.getresponse()
+            r.read()
+            assert r.status == 200 and r.will_close == (k == 1000), k
+        conn.close()
+
+
+def test_a_stopping_worker_answers_what_its_idle_connections_send():
+    """After SIGTERM, a request on a kept-alive connection is answered (Connection: close)
+    instead of meeting a closed socket; then the server stops."""
+    server = Server(workers=1).start()
+    try:
+        conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
+        conn.request("POST", "/v1/evaluate", BODY, {"Content-Type": "application/json"})
+        assert conn.getresponse().read()
+        server.proc.send_signal(signal.SIGTERM)
+        time.sleep(0.3)  # the worker is stopping now
+        conn.request("POST", "/v1/evaluate", BODY, {"Content-Type": "application/json"})
+        r = conn.getresponse()
+        assert r.status == 200 and r.will_close
+        assert abs(orjson.loads(r.read())["outputs"]["loss"]["data"] - LOSS) < 1e-6
+        assert server.proc.wait(30) == 0
+    finally:
+        server.stop()

@@ -315,7 +315,7 @@ def test_a_stopping_worker_answers_what_its_idle_connections_send():
         conn.request("POST", "/v1/evaluate", BODY, {"Content-Type": "application/json"})
         assert conn.getresponse().read()
         server.proc.send_signal(signal.SIGTERM)
-        time.sleep(0.3)  # the worker is stopping now
+        time.sleep(0.6)  # the worker is stopping, past when it used to close idle connections
         conn.request("POST", "/v1/evaluate", BODY, {"Content-Type": "application/json"})
         r = conn.getresponse()
         assert r.status == 200 and r.will_close

@@ -12,8 +12,12 @@ the computation never waits on a client. A request must arrive in full within
 request_timeout_s of its first byte (else 408); a connection with no request started is
 closed after `keepalive` seconds. The response is written in one send.
 
-A worker with requests ready does not accept, so that new connections queue in the kernel for
-an idle sibling, and service/shedding.py reads the load from that queue.
+A worker that has requests ready, or holds connections, waits a little before accepting one
+(Worker._accept), so that new connections go to an idle or emptier sibling: kept-alive
+connections stay with the worker that took them. A connection closes after 1,000 requests, so
+that its client reconnects where there is room; a stopping worker answers what its idle
+connections send for one more second. service/shedding.py reads the load from the kernel's
+queue of connections not yet accepted.
 
 Errors gunicorn answers itself (a malformed or oversized request head) are written as the
 API's problem+json (service/errors.py), not gunicorn's HTML.

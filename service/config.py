@@ -50,8 +50,8 @@ class Settings(BaseSettings):
         60.0, gt=0, description="a request must arrive in full this long after its first byte "
         "(else 408); idle kept-alive connections close after 5 s")
     max_buffered_bytes: int = Field(
-        512 * MiB, ge=MiB, description="request bytes one worker holds while they arrive; past "
-        "it, uploads get 429")
+        512 * MiB, ge=MiB, description="request bytes one worker holds, arriving or waiting to "
+        "be computed; past it, uploads get 429")
     drain_s: float = Field(0.0, ge=0,
                            description="after SIGTERM, keep serving with /readyz at 503 this long")
     log_level: str = Field("info", description="debug, info, warning or error")

@@ -268,7 +268,8 @@ def _recv(sock) -> bytes | None:
 def problem_bytes(status: int, code: str, detail: str) -> bytes:
     body = orjson.dumps({"type": "about:blank", "title": title(status), "status": status,
                          "code": code, "detail": detail})
-    head = (f"HTTP/1.1 {status} {title(status)}\r\nConnection: close\r\n"
+    retry = "Retry-After: 1\r\n" if status == 429 else ""
+    head = (f"HTTP/1.1 {status} {title(status)}\r\nConnection: close\r\n{retry}"
             f"Content-Type: {PROBLEM}\r\nContent-Length: {len(body)}\r\n\r\n")
     return head.encode("latin-1") + body
 
@@ -521,8 +522,8 @@ class Worker(base.Worker):
         if self.buffered > self.max_buffered:
             self.buffered -= len(incoming.buf) + len(data)
             self.reading.pop(conn, None)
-            self._refuse(conn, 429, "overloaded", "this worker holds too many request bytes "
-                         "being uploaded; retry after Retry-After seconds")
+            self._refuse(conn, 429, "overloaded", "this worker holds too many request bytes, "
+                         "arriving or waiting to be computed; retry after Retry-After seconds")
             return True
         ready = incoming.feed(data)
         if incoming.refusal:
@@ -530,8 +531,7 @@ class Worker(base.Worker):
             self.reading.pop(conn, None)
             self._refuse(conn, *incoming.refusal)
             return True
-        if ready:
-            self.buffered -= len(incoming.buf)
+        if ready:  # its bytes stay counted until it is computed
             self.reading.pop(conn, None)
             self.ready.append(conn)
             return True
@@ -584,6 +584,7 @@ class Worker(base.Worker):
         """Parse the request from memory, run the app, then read the connection's next
         request (with what came after this one) or close it."""
         incoming, conn.incoming = conn.incoming, None
+        self.buffered -= len(incoming.buf)
         source = _Memory(incoming.buf)
         parser = http.RequestParser(self.cfg, source, conn.addr)
         keep, req = False, None

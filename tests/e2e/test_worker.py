@@ -323,3 +323,4 @@ def test_a_stopping_worker_answers_what_its_idle_connections_send():
         assert server.proc.wait(30) == 0
     finally:
         server.stop()
+

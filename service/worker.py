@@ -26,7 +26,6 @@ API's problem+json (service/errors.py), not gunicorn's HTML.
 from __future__ import annotations
 
 import contextlib
-import errno
 import logging
 import os
 import re
@@ -50,6 +49,7 @@ from .errors import CODES, PROBLEM, title
 log = logging.getLogger("gunicorn.error")
 
 RECV = 256 * 1024
+JOIN_BYTES = 256 * 1024  # an answer this small goes out in one send, its parts joined
 LINGER_S = 2.0  # after a refusal, how long a connection's unread bytes are drained
 STOP_LINGER_S = 1.0  # a stopping worker's idle connections stay open this long (Worker.run)
 ACCEPT_BACKOFF_S = 0.0005  # per connection held, before accepting another (Worker._accept)
@@ -184,64 +184,20 @@ class _Memory:
 
 
 class _Out:
-    """A response's bytes, written to the client in one send when the response is complete.
-    gunicorn's Response writes the head and each body part on their own: two system calls and
-    two TCP segments for a small answer. Parts of FLUSH bytes or more are written at once."""
+    """A response's bytes as gunicorn's Response writes them (the head, then each body part),
+    collected: the event loop sends them once the response is complete, as fast as the client
+    reads (Worker._respond). gunicorn would write each part on its own, blocking the worker
+    on a client that does not read."""
 
-    FLUSH = 256 * 1024
-
-    def __init__(self, sock, timeout: float):
-        self.sock, self.timeout = sock, timeout
+    def __init__(self):
         self.parts: list[bytes] = []
-        self.size = 0
-        self.wrote = False  # whether any byte went to the client
 
     def sendall(self, data) -> None:
-        if len(data) >= self.FLUSH:
-            self.flush()
-            self.wrote = True
-            _write(self.sock, data, self.timeout)
-            return
         self.parts.append(bytes(data))
-        self.size += len(data)
-        if self.size >= self.FLUSH:
-            self.flush()
 
     def send(self, data) -> int:
         self.sendall(data)
         return len(data)
-
-    def sendfile(self, file, offset: int = 0, count: int | None = None) -> int:
-        self.flush()
-        self.wrote = True
-        self.sock.settimeout(self.timeout)
-        try:
-            return self.sock.sendfile(file, offset, count)
-        finally:
-            self.sock.setblocking(False)
-
-    def flush(self) -> None:
-        if self.parts:
-            data = self.parts[0] if len(self.parts) == 1 else b"".join(self.parts)
-            self.parts.clear()
-            self.size = 0
-            self.wrote = True
-            _write(self.sock, data, self.timeout)
-
-
-def _write(sock, data, timeout: float) -> None:
-    """All of `data` on a non-blocking socket: one send when the socket's buffer takes it
-    (nearly always), else blocking for at most `timeout` seconds on a slow reader."""
-    try:
-        sent = sock.send(data)
-    except (BlockingIOError, InterruptedError):
-        sent = 0
-    if sent < len(data):
-        sock.settimeout(timeout)
-        try:
-            sock.sendall(memoryview(data)[sent:])
-        finally:
-            sock.setblocking(False)
 
 
 def _request_line(head: bytearray) -> tuple[str | None, str | None]:
@@ -293,7 +249,8 @@ def parse_error(exc: Exception) -> tuple[int, str, str] | None:
 class Conn:
     """A client connection: its socket, and the request being read on it."""
 
-    __slots__ = ("sock", "addr", "server", "incoming", "started", "sent_continue", "served")
+    __slots__ = ("sock", "addr", "server", "incoming", "started", "sent_continue", "served",
+                 "pending", "keep", "after")
 
     def __init__(self, sock, addr, server):
         self.sock, self.addr, self.server = sock, addr, server
@@ -301,6 +258,9 @@ class Conn:
         self.started: float | None = None  # when the request's first byte came
         self.sent_continue = False
         self.served = 0  # requests answered
+        self.pending: deque[memoryview] | None = None  # the response's bytes not yet sent
+        self.keep = False  # then: read the next request (with `after`, read past this one)
+        self.after = b""
 
 
 class Worker(base.Worker):
@@ -315,6 +275,7 @@ class Worker(base.Worker):
         self.request_timeout = settings.request_timeout_s
         self.max_buffered = settings.max_buffered_bytes
         cfg = self.cfg
+        cfg.set("sendfile", False)  # every response goes out through _Out and the loop
         # the longest head the parser would read before refusing it
         self.max_head = (cfg.limit_request_line + 2
                          + cfg.limit_request_fields * (cfg.limit_request_field_size + 2) + 4)
@@ -325,6 +286,7 @@ class Worker(base.Worker):
         self.nr_conns = 0
         self.reading: dict[Conn, float] = {}  # deadline: keepalive if idle, else request's
         self.lingering: dict[Conn, float] = {}  # refused, its unread bytes drained until then
+        self.writing: dict[Conn, float] = {}  # answers the client is slow to take, until then
         self.ready: deque[Conn] = deque()  # whole requests, in arrival order
         self.buffered = 0
         self.next_check = 0.0
@@ -344,7 +306,8 @@ class Worker(base.Worker):
         self.listeners = {s.sock: s.sock.getsockname() for s in self.sockets}
         for sock in self.listeners:
             sock.setblocking(False)
-        self.poller.register(self.PIPE[0], selectors.EVENT_READ, self._woken)  # signals
+        self.poller.register(self.PIPE[0], selectors.EVENT_READ,
+                             partial(self._woken, self.PIPE[0]))  # signals
         self._listen()
         while self.alive:
             self._turn()
@@ -359,9 +322,10 @@ class Worker(base.Worker):
         for conn, deadline in self.reading.items():
             if conn.started is None:
                 self.reading[conn] = min(deadline, now + STOP_LINGER_S)
-        while (self.ready or self.reading or self.lingering) and time.monotonic() < end:
+        while ((self.ready or self.reading or self.lingering or self.writing)
+               and time.monotonic() < end):
             self._turn()
-        for conn in [*self.reading, *self.lingering, *self.ready]:
+        for conn in [*self.reading, *self.lingering, *self.writing, *self.ready]:
             self._close(conn)
         self.poller.close()
 
@@ -383,7 +347,7 @@ class Worker(base.Worker):
         except InterruptedError:
             events = ()
         for key, _ in events:
-            key.data(key.fileobj)
+            key.data()
         if self.ready:
             self._compute(self.ready.popleft())
 
@@ -393,7 +357,7 @@ class Worker(base.Worker):
             return False
         return True
 
-    def _woken(self, fd):
+    def _woken(self, fd: int):
         with contextlib.suppress(OSError):
             os.read(fd, 4096)
 
@@ -405,7 +369,7 @@ class Worker(base.Worker):
             return
         for sock in self.listeners:
             if on:
-                self.poller.register(sock, selectors.EVENT_READ, self._accept)
+                self.poller.register(sock, selectors.EVENT_READ, partial(self._accept, sock))
             else:
                 self.poller.unregister(sock)
         self.listening = on
@@ -431,7 +395,7 @@ class Worker(base.Worker):
         self.nr_conns += 1
         self._listen()
         conn = Conn(sock, addr, self.listeners[listener])
-        self.poller.register(sock, selectors.EVENT_READ, partial(self._readable, conn))
+        self.poller.register(sock, selectors.EVENT_READ, partial(self._event, conn))
         self._start(conn)
 
     def _backoff(self) -> float:
@@ -470,6 +434,9 @@ class Worker(base.Worker):
         for conn, deadline in list(self.lingering.items()):
             if now >= deadline:
                 self._close(conn)
+        for conn, deadline in list(self.writing.items()):
+            if now >= deadline:  # a client that does not take its answer
+                self._close(conn)
 
     # -- reading
 
@@ -487,7 +454,15 @@ class Worker(base.Worker):
             return time.monotonic() + (self.cfg.keepalive or 2)
         return conn.started + self.request_timeout
 
-    def _readable(self, conn: Conn, _sock):
+    def _event(self, conn: Conn):
+        """The connection's socket is ready: writable while an answer is going out (it is
+        registered for nothing else then), else readable."""
+        if conn in self.writing:
+            self._flush(conn)
+        else:
+            self._readable(conn)
+
+    def _readable(self, conn: Conn):
         if conn in self.lingering:
             if _recv(conn.sock) == b"":
                 self._close(conn)
@@ -571,6 +546,7 @@ class Worker(base.Worker):
     def _close(self, conn: Conn):
         self.reading.pop(conn, None)
         self.lingering.pop(conn, None)
+        self.writing.pop(conn, None)
         with contextlib.suppress(KeyError, ValueError, OSError):
             self.poller.unregister(conn.sock)
         with contextlib.suppress(OSError):
@@ -581,38 +557,31 @@ class Worker(base.Worker):
     # -- computing
 
     def _compute(self, conn: Conn):
-        """Parse the request from memory, run the app, then read the connection's next
-        request (with what came after this one) or close it."""
+        """Parse the request from memory, run the app, and send the answer."""
         incoming, conn.incoming = conn.incoming, None
         self.buffered -= len(incoming.buf)
         source = _Memory(incoming.buf)
         parser = http.RequestParser(self.cfg, source, conn.addr)
-        keep, req = False, None
+        keep, req, parts = False, None, []
         try:
             req = next(parser)
             if conn.sent_continue:
                 req._expected_100_continue = False  # the loop has sent it
-            keep = self.handle_request(req, conn) and parser.finish_body()
+            keep, parts = self.handle_request(req, conn)
+            keep = keep and parser.finish_body()
         except (StopIteration, http_errors.NoMoreData):
             pass
-        except OSError as exc:  # the client went away while we answered
-            if exc.errno not in (errno.EPIPE, errno.ECONNRESET, errno.ENOTCONN):
-                log.exception("Socket error processing request.")
         except Exception as exc:  # noqa: BLE001 - answered as problem+json, or logged
-            self._failed(conn, incoming.buf, exc)
-        leftover = parser.unreader.take_buffered() + source.rest()
-        if keep and self.alive:
-            self._start(conn, leftover)
-        elif leftover:
-            self._linger(conn)  # unread bytes would turn the close into a reset
-        else:
-            self._close(conn)
+            keep, parts = False, [self._failed(conn, incoming.buf, exc)]
+        self._respond(conn, parts, keep, parser.unreader.take_buffered() + source.rest())
 
-    def handle_request(self, req, conn: Conn) -> bool:
-        """Run the app on one request; whether the connection stays open after it."""
+    def handle_request(self, req, conn: Conn) -> tuple[bool, list[bytes]]:
+        """Run the app on one request: whether the connection stays open after it, and the
+        response's bytes. Nothing is sent before the response is complete, so a failure
+        anywhere becomes a whole 500 (the caller's)."""
         self.cfg.pre_request(self, req)
         started = datetime.now()
-        out = _Out(conn.sock, self.request_timeout)
+        out = _Out()
         resp, environ = wsgi.create(req, out, conn.addr, conn.server, self.cfg)
         environ["wsgi.multithread"] = False
         self.nr += 1
@@ -631,13 +600,6 @@ class Worker(base.Worker):
                 for item in respiter:
                     resp.write(item)
             resp.close()
-            out.flush()
-        except Exception:
-            if out.wrote:  # a part is out: a second answer would corrupt it
-                log.exception("Error handling request")
-                return False
-            out.parts.clear()  # nothing is out: the caller answers 500 instead
-            raise
         finally:
             self.log.access(resp, req, environ, datetime.now() - started)
             if hasattr(respiter, "close"):
@@ -646,15 +608,57 @@ class Worker(base.Worker):
                 self.cfg.post_request(self, req, environ, resp)
             except Exception:  # noqa: BLE001 - a hook's failure is not the client's
                 log.exception("Exception in post_request hook")
-        return not resp.should_close()
+        return not resp.should_close(), out.parts
 
-    def _failed(self, conn: Conn, head: bytearray, exc: Exception):
-        """A request gunicorn could not parse, as problem+json; anything else is a bug."""
+    def _failed(self, conn: Conn, head: bytearray, exc: Exception) -> bytes:
+        """The answer to a request gunicorn could not parse, as problem+json; to anything
+        else (a bug), a 500."""
         refused = parse_error(exc)
         if refused is None:
             log.exception("Error handling request")
             refused = 500, "internal", CODES["internal"][1]
         answer = problem_bytes(*refused)
-        with contextlib.suppress(OSError):
-            _write(conn.sock, answer, self.request_timeout)
         self._record(conn, head, refused[0], refused[1], len(answer))
+        return answer
+
+    # -- sending
+
+    def _respond(self, conn: Conn, parts: list[bytes], keep: bool, after: bytes):
+        """Send an answer: what the socket takes now, the rest as the client reads (a slow
+        reader holds its connection, never the worker). Then read the connection's next
+        request, beginning with `after`, or close it."""
+        if len(parts) > 1 and sum(map(len, parts)) <= JOIN_BYTES:
+            parts = [b"".join(parts)]  # one send: one segment for a small answer
+        conn.pending = deque(memoryview(p) for p in parts if p)
+        conn.keep, conn.after = keep, after
+        self._flush(conn)
+
+    def _flush(self, conn: Conn):
+        pending = conn.pending
+        try:
+            while pending:
+                sent = conn.sock.send(pending[0])
+                if sent < len(pending[0]):
+                    pending[0] = pending[0][sent:]
+                    break  # the socket's buffer is full
+                pending.popleft()
+        except (BlockingIOError, InterruptedError):
+            pass
+        except OSError:  # the client went away
+            self._close(conn)
+            return
+        callback = self.poller.get_key(conn.sock).data
+        if pending:
+            if conn not in self.writing:  # on until the client takes it, or the deadline
+                self.writing[conn] = time.monotonic() + self.request_timeout
+                self.poller.modify(conn.sock, selectors.EVENT_WRITE, callback)
+            return
+        if self.writing.pop(conn, None) is not None:
+            self.poller.modify(conn.sock, selectors.EVENT_READ, callback)
+        conn.pending, after, conn.after = None, conn.after, b""
+        if conn.keep and self.alive:
+            self._start(conn, after)
+        elif after:
+            self._linger(conn)  # unread bytes would turn the close into a reset
+        else:
+            self._close(conn)

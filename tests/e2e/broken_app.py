@@ -14,5 +14,5 @@ def _broken(first: bytes):
     return app
 
 
-small = _broken(b"partial")  # held by the worker until the response is complete
-large = _broken(b"x" * 300_000)  # past the worker's buffer: written at once
+small = _broken(b"partial")
+large = _broken(b"x" * 300_000)

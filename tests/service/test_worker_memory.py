@@ -8,6 +8,7 @@ from __future__ import annotations
 import selectors
 import socket
 from collections import deque
+from functools import partial
 
 import pytest
 from gunicorn.config import Config
@@ -29,7 +30,7 @@ def worker():
     w.cfg = Config()  # gunicorn's defaults
     w.max_body, w.max_head, w.max_buffered, w.request_timeout = 10_000, 8192, LIMIT, 60.0
     w.buffered, w.nr_conns, w.alive = 0, 0, True
-    w.reading, w.lingering, w.ready = {}, {}, deque()
+    w.reading, w.lingering, w.writing, w.ready = {}, {}, {}, deque()
     w.poller, w.listeners, w.listening, w.accept_at = selectors.DefaultSelector(), {}, False, None
     yield w
     w.poller.close()
@@ -43,8 +44,10 @@ def conns(worker):
     def connect():
         server, client = socket.socketpair()
         client.settimeout(10)
+        server.setblocking(False)
         conn = Conn(server, ("127.0.0.1", 0), ("127.0.0.1", 8000))
         worker.nr_conns += 1
+        worker.poller.register(server, selectors.EVENT_READ, partial(worker._event, conn))
         worker._start(conn)
         made.append((server, client))
         return conn, client
@@ -68,10 +71,12 @@ def test_whole_requests_waiting_stay_counted_until_computed(worker, conns):
 
 
 def test_computing_a_request_lets_its_bytes_go(worker, conns, monkeypatch):
-    monkeypatch.setattr(Worker, "handle_request", lambda self, req, conn: True)
-    a, _ = conns()
+    ok = b"HTTP/1.1 204 No Content\r\n\r\n"
+    monkeypatch.setattr(Worker, "handle_request", lambda self, req, conn: (True, [ok]))
+    a, client = conns()
     worker._feed(a, request(600))
     worker._compute(worker.ready.popleft())
+    assert client.recv(4096) == ok
     assert worker.buffered == 0 and a in worker.reading  # kept alive, reading the next
     b, _ = conns()
     assert worker._feed(b, request(600)) and list(worker.ready) == [b]

@@ -48,7 +48,8 @@ class Settings(BaseSettings):
         256 * MiB, ge=0, description="most memory those plans may hold, estimated, per worker")
     request_timeout_s: float = Field(
         60.0, gt=0, description="a request must arrive in full this long after its first byte "
-        "(else 408); idle kept-alive connections close after 5 s")
+        "(else 408), and an answer be taken by the client (else the connection is dropped); "
+        "idle kept-alive connections close after 5 s")
     max_buffered_bytes: int = Field(
         512 * MiB, ge=MiB, description="request bytes one worker holds, arriving or waiting to "
         "be computed; past it, uploads get 429")

@@ -418,9 +418,7 @@ class Worker(base.Worker):
         for conn, deadline in list(self.reading.items()):
             if now < deadline:
                 continue
-            # A long computation may have kept us from reading what came meanwhile.
-            while self._pull(conn):
-                pass
+            self._pull(conn, everything=True)  # a long computation kept us from reading it
             if conn not in self.reading or now < self.reading[conn]:
                 continue  # its request is whole now, or one just began
             idle = conn.started is None
@@ -470,23 +468,23 @@ class Worker(base.Worker):
         if conn in self.reading:  # else its request waits in `ready`, and the rest with it
             self._pull(conn)
 
-    def _pull(self, conn: Conn) -> bool:
-        """Read what the socket holds into the request; True if bytes came and the
-        connection is still reading."""
-        data = _recv(conn.sock)
-        if data is None:
-            return False
-        if not data:  # the client went away
-            del self.reading[conn]
-            self.buffered -= len(conn.incoming.buf)
-            self._close(conn)
-            return False
-        first = conn.started is None
-        if self._feed(conn, data):
-            return False
-        if first:  # the request's timeout runs from now
-            self.reading[conn] = self._deadline(conn)
-        return True
+    def _pull(self, conn: Conn, everything: bool = False):
+        """Read into the request: one read (a turn of the loop is fair to every client), or
+        with `everything` until the socket holds nothing more."""
+        while conn in self.reading:
+            data = _recv(conn.sock)
+            if data is None:
+                return
+            if not data:  # the client went away
+                del self.reading[conn]
+                self.buffered -= len(conn.incoming.buf)
+                self._close(conn)
+                return
+            first = conn.started is None
+            if not self._feed(conn, data) and first:  # the request's timeout runs from now
+                self.reading[conn] = self._deadline(conn)
+            if not everything:
+                return
 
     def _feed(self, conn: Conn, data: bytes) -> bool:
         """Add bytes; True once the connection has left the reading state."""
@@ -569,8 +567,6 @@ class Worker(base.Worker):
                 req._expected_100_continue = False  # the loop has sent it
             keep, parts = self.handle_request(req, conn)
             keep = keep and parser.finish_body()
-        except (StopIteration, http_errors.NoMoreData):
-            pass
         except Exception as exc:  # noqa: BLE001 - answered as problem+json, or logged
             keep, parts = False, [self._failed(conn, incoming.buf, exc)]
         self._respond(conn, parts, keep, parser.unreader.take_buffered() + source.rest())
@@ -623,6 +619,9 @@ class Worker(base.Worker):
 
     # -- sending
 
+    def _watch(self, conn: Conn, event: int):
+        self.poller.modify(conn.sock, event, self.poller.get_key(conn.sock).data)
+
     def _respond(self, conn: Conn, parts: list[bytes], keep: bool, after: bytes):
         """Send an answer: what the socket takes now, the rest as the client reads (a slow
         reader holds its connection, never the worker). Then read the connection's next
@@ -635,26 +634,25 @@ class Worker(base.Worker):
 
     def _flush(self, conn: Conn):
         pending = conn.pending
-        try:
-            while pending:
+        while pending:
+            try:
                 sent = conn.sock.send(pending[0])
-                if sent < len(pending[0]):
-                    pending[0] = pending[0][sent:]
-                    break  # the socket's buffer is full
-                pending.popleft()
-        except (BlockingIOError, InterruptedError):
-            pass
-        except OSError:  # the client went away
-            self._close(conn)
-            return
-        callback = self.poller.get_key(conn.sock).data
+            except (BlockingIOError, InterruptedError):
+                break  # the socket's buffer is full
+            except OSError:  # the client went away
+                self._close(conn)
+                return
+            if sent < len(pending[0]):
+                pending[0] = pending[0][sent:]
+                break
+            pending.popleft()
         if pending:
             if conn not in self.writing:  # on until the client takes it, or the deadline
                 self.writing[conn] = time.monotonic() + self.request_timeout
-                self.poller.modify(conn.sock, selectors.EVENT_WRITE, callback)
+                self._watch(conn, selectors.EVENT_WRITE)
             return
         if self.writing.pop(conn, None) is not None:
-            self.poller.modify(conn.sock, selectors.EVENT_READ, callback)
+            self._watch(conn, selectors.EVENT_READ)
         conn.pending, after, conn.after = None, conn.after, b""
         if conn.keep and self.alive:
             self._start(conn, after)

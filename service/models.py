@@ -138,7 +138,13 @@ class Model:
         constants (a `grad` takes one `of`; Tesseract's VJP names several outputs). Each seed
         must have its output's shape exactly: `*` would broadcast one that does not. `where`
         is the seeds' place in the caller's body, for errors."""
-        if len(seeds) == 1:
+        for of, seed in seeds.items():
+            given = _shape_of(seed) if isinstance(seed, dict) else None
+            if given != self.outputs[of]:
+                raise _at(422, "shape_mismatch", (*where, of), f"the cotangent of {of!r} "
+                          f"has shape {list(given or ())}; the output's is "
+                          f"{list(self.outputs[of])}")
+        if len(seeds) == 1:  # grad's own seed: no nodes added
             (of, seed), = seeds.items()
             return self.evaluate({**body, "outputs": [], "grad": {"of": of, "seed": seed,
                                                                   "wrt": wrt}}, settings, plans)
@@ -147,11 +153,6 @@ class Model:
         fresh = (f"vjp:{k}" for k in itertools.count() if f"vjp:{k}" not in taken)
         terms, nodes = [], list(self.nodes)
         for of, seed in seeds.items():
-            given = _shape_of(seed) if isinstance(seed, dict) else None
-            if given != self.outputs[of]:
-                raise _at(422, "shape_mismatch", (*where, of), f"the cotangent of {of!r} "
-                          f"has shape {list(given or ())}; the output's is "
-                          f"{list(self.outputs[of])}")
             name, product, term = next(fresh), next(fresh), next(fresh)
             req.inputs[name] = InputTensor.model_validate(seed)
             nodes += [{"id": product, "op": "mul", "args": [of, name]},

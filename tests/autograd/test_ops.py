@@ -76,13 +76,17 @@ def axis_lists(ndim: int):
                     unique_by=lambda a: a % ndim)
 
 
-@st.composite
-def reductions(draw):
-    x = draw(arrays(draw(shapes())))
+def _reduced(draw, x: np.ndarray) -> tuple:
+    """A reduction's arguments over x: an axis (none, one, or a list) and keepdims."""
     options = [st.none()]
     if x.ndim:
         options += [st.integers(-x.ndim, x.ndim - 1), axis_lists(x.ndim)]
     return (x,), {"axis": draw(st.one_of(options)), "keepdims": draw(st.booleans())}
+
+
+@st.composite
+def reductions(draw):
+    return _reduced(draw, draw(arrays(draw(shapes()))))
 
 
 @st.composite
@@ -179,10 +183,7 @@ def extremes(draw):
     shape = draw(shapes())
     n = int(np.prod(shape))
     x = (np.array(draw(st.permutations(range(n))), dtype=np.float64) * 0.25 - 1).reshape(shape)
-    options = [st.none()]
-    if x.ndim:
-        options += [st.integers(-x.ndim, x.ndim - 1), axis_lists(x.ndim)]
-    return (x,), {"axis": draw(st.one_of(options)), "keepdims": draw(st.booleans())}
+    return _reduced(draw, x)
 
 
 @st.composite

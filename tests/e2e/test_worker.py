@@ -38,14 +38,20 @@ def server():
 
 def exchange(server, data: bytes, wait: float = 10, until_close: bool = False) -> bytes:
     """Send raw bytes, read one answer (or all of them, until the server closes)."""
-    with socket.create_connection(("127.0.0.1", server.port), timeout=wait) as c:
-        c.sendall(data)
-        out = b""
-        with contextlib.suppress(TimeoutError, ConnectionResetError):
-            while chunk := c.recv(65536):
-                out += chunk
-                if _complete(out) and not until_close:
-                    break
+    c = socket.create_connection(("127.0.0.1", server.port), timeout=wait)
+    c.sendall(data)
+    return read_answer(c, until_close)
+
+
+def read_answer(sock: socket.socket, until_close: bool = False) -> bytes:
+    """One answer (or all of them, until the server closes) from a connection already sent
+    to; the connection is closed after."""
+    out = b""
+    with sock, contextlib.suppress(TimeoutError, ConnectionResetError):
+        while chunk := sock.recv(65536):
+            out += chunk
+            if _complete(out) and not until_close:
+                break
     return out
 
 
@@ -214,22 +220,12 @@ def test_bytes_that_come_during_a_long_computation_are_read_before_any_timeout()
             slow.sendall(one[1:])
             idle.request("POST", "/v1/evaluate", BODY, {"Content-Type": "application/json"})
             assert long.result().status_code == 200
-        status, _, body = answer(exchange_on(slow))
+        status, _, body = answer(read_answer(slow))
         assert status == 200 and abs(body["outputs"]["loss"]["data"] - LOSS) < 1e-6
         r = idle.getresponse()
         assert r.status == 200 and abs(orjson.loads(r.read())["outputs"]["loss"]["data"]
                                        - LOSS) < 1e-6
 
-
-def exchange_on(sock: socket.socket) -> bytes:
-    """Read one answer from a connection already sent to."""
-    out = b""
-    with sock:
-        while chunk := sock.recv(65536):
-            out += chunk
-            if _complete(out):
-                break
-    return out
 
 
 @pytest.mark.parametrize("app", ["small", "large"])
@@ -282,7 +278,7 @@ def test_connections_opened_at_once_are_spread_over_the_workers():
         for k, s in enumerate(socks):
             s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Request-ID: conn-%d\r\n\r\n" % k)
         for s in socks:
-            assert answer(exchange_on(s))[0] == 200
+            assert answer(read_answer(s))[0] == 200
         pids = pids_by_request_id(server)
         held = [sum(pids[f"conn-{k}"] == pid for k in range(8)) for pid in set(pids.values())]
         assert len(held) == 2 and min(held) >= 2, held

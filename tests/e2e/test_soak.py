@@ -27,12 +27,15 @@ def test_a_minute_of_hostile_traffic_leaves_the_server_as_it_was():
     assert set(r["by_status"]) >= {"200", "400", "401", "404", "405", "413", "415", "422"}
     assert r["worker_deaths"] == 0, r["log"]
     assert r["worker_restarts"] == r["recycled"], r["log"]  # only max_requests recycling
-    # Flat, not climbing. The heaps swing with the big hostile bodies (one sample can be 30%
-    # over the next, the peaks land anywhere in the minute), so a leak is a floor that rises:
-    # the second half of the minute never comes back down to the first half's peak, or
-    # typically sits far above where it started.
+    # Flat, not climbing. RSS is a high-water mark here: gunicorn.conf.py raises glibc's trim
+    # threshold, so freed memory stays with the worker, and the biggest hostile bodies lift
+    # it a step whenever they first come (one sample can also be 30% over the next). A leak
+    # climbs on: the last quarter of the minute well above the third, or the second half
+    # far above where it started.
     rss = [b for _, b in r["rss_samples"]] + [r["rss_end"]]
-    half = len(rss) // 2
-    assert min(rss[half:]) <= max(rss[:half]), (r["rss_start"], r["rss_samples"])
+    half, quarter = len(rss) // 2, len(rss) * 3 // 4
+    third_q, last_q = rss[half:quarter], rss[quarter:]
+    assert statistics.median(last_q) < 1.15 * statistics.median(third_q), (
+        r["rss_start"], r["rss_samples"])
     assert statistics.median(rss[half:]) < 1.35 * r["rss_start"], (r["rss_start"],
                                                                      r["rss_samples"])
